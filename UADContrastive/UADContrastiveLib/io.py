@@ -1,0 +1,217 @@
+"""Reading and writing volumes: any format SimpleITK reads, DICOM series folders, atomic writes.
+
+Every reader check raises InputError naming the file and the problem, before any
+output is written, so a bad input never leaves half results behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".dcm")
+# Refuse a header whose voxel data would need more than this share of free memory.
+MAX_MEMORY_SHARE = 0.5
+MIN_VOXELS_PER_AXIS = 8
+
+
+def volume_stem(path: str | Path) -> str:
+    """Name without image extension (`t1` for `t1.nii.gz`); a DICOM folder's own name."""
+    path = Path(path)
+    name = path.name
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem if path.is_file() else name
+
+
+def available_memory_bytes() -> int:
+    """Memory available to this process now (MemAvailable on Linux, physical size elsewhere)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return 8 * 1024**3
+
+
+def _dicom_series_files(folder: Path) -> list[str]:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(folder, "is a folder without a readable DICOM series.",
+                         "Point to an image file, or to a folder holding one DICOM series.")
+    if len(series) > 1:
+        largest = max(series, key=lambda s: len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s)))
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), largest))
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def _check_header(path: Path, reader: sitk.ImageFileReader) -> tuple[int, ...]:
+    """Validate dimensions and memory before the voxel data are read."""
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(path, "is not a readable image (truncated, corrupt, or not an image format SimpleITK knows).",
+                         f"Details: {str(error).strip().splitlines()[-1][:200]}") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    if len(size) < 3 or (len(size) == 3 and min(size) == 1):
+        raise InputError(path, f"is a 2D image (size {size}); a 3D brain volume is needed.")
+    if len(size) == 4 and size[3] > 1:
+        raise InputError(path, f"is a 4D series with {size[3]} volumes (size {size}).",
+                         "Extract the volume you want (e.g. the T1) into its own file and run on that.")
+    if len(size) > 4:
+        raise InputError(path, f"has {len(size)} dimensions; a 3D volume is needed.")
+    if min(size[:3]) == 0:
+        raise InputError(path, "is empty (a dimension of size 0).")
+    components = reader.GetNumberOfComponents()
+    if components != 1:
+        raise InputError(path, f"has {components} components per voxel (colour or vector image); a scalar MRI is needed.")
+    needed = int(np.prod(size, dtype=np.float64)) * 8  # read + float conversion
+    if needed > MAX_MEMORY_SHARE * available_memory_bytes():
+        raise InputError(path, f"declares {size} voxels, which would need {needed / 1024**3:.1f} GiB; "
+                         f"this machine has {available_memory_bytes() / 1024**3:.1f} GiB free.",
+                         "Downsample or crop the volume first.")
+    return size
+
+
+def read_volume(path: str | Path) -> sitk.Image:
+    """Read a 3D scalar volume as float32, squeezing a singleton 4th axis.
+
+    Raises InputError for a missing path, unreadable file, 2D/true-4D/vector/empty data,
+    NaN or Inf voxels, or a constant volume.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist.", "Check the path and spelling.")
+    if path.is_dir():
+        files = _dicom_series_files(path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        _check_header(path, reader)  # one slice: checks type/components
+        series_reader = sitk.ImageSeriesReader()
+        series_reader.SetFileNames(files)
+        try:
+            image = series_reader.Execute()
+        except RuntimeError as error:
+            raise InputError(path, f"DICOM series could not be read: {str(error).strip().splitlines()[-1][:200]}") from None
+        if image.GetDimension() != 3 or min(image.GetSize()) < 2:
+            raise InputError(path, f"DICOM series has size {image.GetSize()}; a 3D volume is needed.")
+    else:
+        if path.stat().st_size == 0:
+            raise InputError(path, "is an empty (zero-byte) file.")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        size = _check_header(path, reader)
+        try:
+            image = reader.Execute()
+        except RuntimeError as error:
+            raise InputError(path, f"could not be read (truncated or corrupt?): {str(error).strip().splitlines()[-1][:200]}") from None
+        if len(size) == 4:
+            image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    check_voxels(path, image)
+    return image
+
+
+def check_voxels(path: str | Path, image: sitk.Image) -> None:
+    """Reject volumes whose voxel values cannot be a scan: NaN/Inf, constant, too small."""
+    if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
+        raise InputError(path, f"has size {image.GetSize()}; at least {MIN_VOXELS_PER_AXIS} voxels per axis are needed.")
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(path, f"contains {int((~finite).sum())} NaN or infinite voxels.",
+                         "Fix or mask them in the source data.")
+    if float(array.max()) == float(array.min()):
+        raise InputError(path, f"is constant (every voxel is {float(array.min()):g}); there is no image to analyse.")
+
+
+def read_mask(path: str | Path, reference: sitk.Image | None = None) -> sitk.Image:
+    """Read a mask stored as 0/1, 0/255, labels or float probabilities; return uint8 0/1.
+
+    With `reference`, the mask must lie on the same grid (a mask is never resampled silently).
+    """
+    path = Path(path)
+    image = read_volume_allow_constant(path)
+    array = sitk.GetArrayViewFromImage(image)
+    top = float(array.max())
+    mask = sitk.GetImageFromArray((array > (0.5 if top <= 1.0 else 0)).astype(np.uint8))
+    mask.CopyInformation(image)
+    if reference is not None and not same_grid(mask, reference):
+        raise InputError(path, f"is on a different grid (size {mask.GetSize()}, spacing {np.round(mask.GetSpacing(), 3)}) "
+                         f"than the image (size {reference.GetSize()}, spacing {np.round(reference.GetSpacing(), 3)}).",
+                         "Give a mask on the same voxel grid as the image.")
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(path, "is an empty mask (no voxel > 0).")
+    return mask
+
+
+def read_volume_allow_constant(path: str | Path) -> sitk.Image:
+    """read_volume for label images, where a constant value is an (empty) answer, not an error."""
+    try:
+        return read_volume(path)
+    except InputError as error:
+        if "is constant" not in error.problem:
+            raise
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        image = reader.Execute()
+        if image.GetDimension() == 4:
+            image = sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
+        return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
+    """True when two images share size, spacing, origin and direction."""
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance))
+
+
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A SimpleITK image of `array` (z, y, x) on the reference's grid."""
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path):
+    """Yield a temporary path beside `final`; rename it onto `final` only on success.
+
+    The temporary name keeps the final extension so writers pick the right format; an
+    exception, SIGINT or SIGTERM leaves no partial file under the final name.
+    """
+    final = Path(final)
+    suffix = "".join(final.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{suffix}", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_volume(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
+    """Write atomically (temporary file + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path

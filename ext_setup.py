@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""One entry for setting up UADContrastive.
+
+Command line (a plain ``python3``, no virtual environment needed beforehand):
+
+    python3 ext_setup.py demo            # create/update .venv, run the embedded demo
+    python3 ext_setup.py test            # create/update .venv with test tools, run all tests
+    python3 ext_setup.py demo --cuda 12.8  # same, with a CUDA build of torch
+
+Inside 3D Slicer (the module calls this on first use, after one confirmation):
+
+    import ext_setup; ext_setup.install_into_slicer(missing)
+
+The venv is reused: a stamp file records what was installed, so a second run with
+the same requirements and torch flavour skips pip entirely.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = REPO / ".venv"
+STAMP = VENV / ".uadc-setup.json"
+TORCH_VERSION = "2.13.0"
+# Import name -> pip requirement, for what the core needs at run time (mirrors pyproject.toml).
+RUNTIME_REQUIREMENTS = {
+    "SimpleITK": "SimpleITK==2.5.7",
+    "monai": "monai==1.6.1",
+    "skimage": "scikit-image==0.26.0",
+    "tqdm": "tqdm==4.70.1",
+    "yaml": "pyyaml==6.0.3",
+    "matplotlib": "matplotlib==3.11.2",
+    "slicerio": "slicerio==1.4.0",
+    "nibabel": "nibabel==5.4.2",
+}
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def torch_requirement(cuda: str | None) -> list[str]:
+    """pip arguments installing torch: the pinned build, from PyTorch's CUDA index if asked."""
+    args = [f"torch=={TORCH_VERSION}"]
+    if cuda:
+        tag = "cu" + cuda.replace(".", "")
+        args += ["--index-url", f"https://download.pytorch.org/whl/{tag}"]
+    return args
+
+
+def setup_fingerprint(extras: str, cuda: str | None) -> str:
+    text = (REPO / "pyproject.toml").read_text() + extras + str(cuda) + TORCH_VERSION
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run(cmd: list, **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def ensure_venv(extras: str, cuda: str | None) -> Path:
+    """Create or update .venv so that it holds the project with `extras`; return its python."""
+    if not venv_python().exists():
+        print(f"Creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    python = venv_python()
+    fingerprint = setup_fingerprint(extras, cuda)
+    if STAMP.exists() and json.loads(STAMP.read_text()).get("fingerprint") == fingerprint:
+        print(f"{VENV} is up to date (delete {STAMP.name} to force a reinstall)", flush=True)
+        return python
+    run([python, "-m", "pip", "install", "--quiet", *torch_requirement(cuda)])
+    run([python, "-m", "pip", "install", "--quiet", "-e", f"{REPO}[{extras}]"])
+    STAMP.write_text(json.dumps({"fingerprint": fingerprint, "extras": extras, "cuda": cuda}))
+    return python
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    python = ensure_venv("demo", args.cuda)
+    out = args.out_dir or str(REPO / "demo-output")
+    return subprocess.call([str(python), "-m", "UADContrastiveLib", "demo", "--out-dir", out])
+
+
+def command_test(args: argparse.Namespace) -> int:
+    python = ensure_venv("test", args.cuda)
+    lint = subprocess.call([str(python), "-m", "ruff", "check", str(REPO)], cwd=REPO)
+    tests = subprocess.call([str(python), "-m", "pytest", *args.pytest_args], cwd=REPO)
+    return tests or lint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("demo", "test"):
+        p = sub.add_parser(name)
+        p.add_argument("--cuda", metavar="VERSION", help="install a CUDA build of torch, e.g. 12.8 (default: CPU)")
+        if name == "demo":
+            p.add_argument("--out-dir", help="where the demo writes its outputs (default: ./demo-output)")
+        else:
+            p.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest")
+    args = parser.parse_args(argv)
+    return {"demo": command_demo, "test": command_test}[args.command](args)
+
+
+# ----------------------------------------------------------------------------- Slicer
+def missing_in_slicer() -> list[str]:
+    """Requirements the running (Slicer) Python lacks, as pip requirement strings."""
+    import importlib.util
+
+    missing = [req for mod, req in RUNTIME_REQUIREMENTS.items() if importlib.util.find_spec(mod) is None]
+    if importlib.util.find_spec("torch") is None:
+        missing.insert(0, f"torch=={TORCH_VERSION} (through the PyTorch extension)")
+    return missing
+
+
+def install_into_slicer(missing: list[str]) -> None:
+    """Install `missing` (from missing_in_slicer) into Slicer's Python.
+
+    torch goes through the PyTorch extension's utilities, which choose the build that
+    matches the user's GPU; everything else through slicer.util.pip_install.
+    """
+    import slicer  # only inside Slicer
+
+    if any(req.startswith("torch") for req in missing):
+        try:
+            import PyTorchUtils
+        except ImportError as error:
+            raise RuntimeError(
+                "PyTorch is missing and the PyTorch extension is not installed. "
+                "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
+            ) from error
+        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torch_logic.torchInstalled():
+            torch_logic.installTorch(askConfirmation=False)
+    others = [req for req in missing if not req.startswith("torch")]
+    if others:
+        slicer.util.pip_install(others)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
