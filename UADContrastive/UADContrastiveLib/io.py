@@ -81,6 +81,29 @@ def _check_header(path: Path, reader: sitk.ImageFileReader) -> tuple[int, ...]:
     return size
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """ITK zero-fills a truncated NIfTI silently; compare the data length with the header's promise."""
+    import gzip
+
+    import nibabel
+
+    try:
+        header = nibabel.load(str(path)).header
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        if path.name.lower().endswith(".gz"):
+            length = 0
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 22):
+                    length += len(chunk)
+        else:
+            length = path.stat().st_size
+    except (EOFError, OSError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
+        raise InputError(path, f"is truncated or corrupt ({error}).") from None
+    if length < expected:
+        raise InputError(path, f"is truncated: the header promises {expected} bytes, the file holds {length}.",
+                         "Copy or export the file again.")
+
+
 def read_volume(path: str | Path) -> sitk.Image:
     """Read a 3D scalar volume as float32, squeezing a singleton 4th axis.
 
@@ -94,7 +117,9 @@ def read_volume(path: str | Path) -> sitk.Image:
         files = _dicom_series_files(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(files[0])
-        _check_header(path, reader)  # one slice: checks type/components
+        reader.ReadImageInformation()
+        if reader.GetNumberOfComponents() != 1:
+            raise InputError(path, "holds a colour/vector DICOM series; a scalar MRI is needed.")
         series_reader = sitk.ImageSeriesReader()
         series_reader.SetFileNames(files)
         try:
@@ -109,6 +134,8 @@ def read_volume(path: str | Path) -> sitk.Image:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         size = _check_header(path, reader)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_complete(path)
         try:
             image = reader.Execute()
         except RuntimeError as error:

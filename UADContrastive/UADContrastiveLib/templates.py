@@ -132,3 +132,17 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, grid: ModelGri
     write_volume(head, out_dir / HEAD_FILE)
     write_volume(probability, out_dir / BRAIN_PROBABILITY_FILE)
     return load_template(out_dir, grid)
+
+
+def run_template(args) -> int:
+    """`uadc template`: rebuild the shipped template from the first N IXI training subjects."""
+    from .datasets import ixi_subjects, split
+    from .progress import Progress
+
+    training, _ = split(ixi_subjects(Path(args.data)))
+    pairs = [(s.image, s.brain_mask) for s in training[: args.count] if s.brain_mask is not None]
+    progress = Progress()
+    build_template(pairs, Path(args.out) if args.out else TEMPLATES,
+                   progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))
+    progress.close()
+    return 0

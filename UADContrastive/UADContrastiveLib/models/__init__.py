@@ -1,0 +1,1 @@
+"""Networks: the contrastive slice encoder and the latent-conditioned diffusion UNet."""

@@ -1,0 +1,49 @@
+"""Progress reporting: a tqdm bar on stderr for people, JSON lines on stdout for the Slicer module."""
+from __future__ import annotations
+
+import json
+import sys
+
+from tqdm import tqdm
+
+
+class Progress:
+    """Reports (stage, fraction, message). `json_lines=True` prints one JSON object per line."""
+
+    def __init__(self, json_lines: bool = False, stream=None):
+        self.json_lines = json_lines
+        self.stream = stream or (sys.stdout if json_lines else sys.stderr)
+        self._bar: tqdm | None = None
+        self._stage = ""
+
+    def __call__(self, stage: str, fraction: float, message: str = "", **extra) -> None:
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        if self.json_lines:
+            record = {"stage": stage, "fraction": round(fraction, 4), "message": message, **extra}
+            self.stream.write(json.dumps(record) + "\n")
+            self.stream.flush()
+            return
+        if stage != self._stage or self._bar is None:
+            self.close()
+            self._bar = tqdm(total=100, desc=stage, file=self.stream, leave=False,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+            self._stage = stage
+        self._bar.n = int(round(fraction * 100))
+        if message:
+            self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+
+    def log(self, message: str) -> None:
+        if self.json_lines:
+            self(self._stage or "info", 0.0, message)
+        else:
+            tqdm.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def stage(self, name: str, start: float = 0.0, end: float = 1.0):
+        """A callback fraction -> None mapping sub-progress into [start, end] of `name`."""
+        return lambda fraction, message="": self(name, start + (end - start) * fraction, message)

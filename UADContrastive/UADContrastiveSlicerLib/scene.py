@@ -1,0 +1,269 @@
+"""Detection results in the MRML scene: load, re-threshold, show, export.
+
+No Qt here: everything runs against a bare vtkMRMLScene (slicer-core) in the tests.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from . import geometry, segments
+
+REPORT_ATTRIBUTE = "UADContrastive.Report"
+# Slicer ships these colour tables; the first one present in the scene is used.
+HEAT_COLOR_NAMES = ("Inferno", "ColdToHotRainbow")
+FALLBACK_HEAT_COLOR_NAME = "UADContrastive heat"
+# Map values below this fraction of the threshold stay transparent in the overlay, so the
+# heat map tints only suspicious tissue instead of darkening the whole brain.
+OVERLAY_FLOOR_FRACTION = 0.5
+
+
+@dataclass
+class ThresholdSummary:
+    count: int
+    total_ml: float
+    components: list
+
+    def text(self) -> str:
+        if self.count == 0:
+            return ("No anomaly above this threshold. The segment is empty; lower the "
+                    "threshold or paint into it with the Segment Editor.")
+        plural = "region" if self.count == 1 else "regions"
+        return f"{self.count} anomalous {plural}, {self.total_ml:.2f} mL in total"
+
+
+# ----------------------------------------------------------------------------- nodes
+def get_or_create_node(scene, existing, class_name: str, name: str):
+    """Reuse `existing` (user's choice of output node) or add a new node named `name`."""
+    if existing is not None and existing.GetScene() is scene:
+        return existing
+    return scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+
+
+def heat_color_node(scene):
+    """Slicer's Inferno (or ColdToHotRainbow) table; a built-in ramp when neither exists."""
+    for name in HEAT_COLOR_NAMES:
+        nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
+        if nodes.GetNumberOfItems():
+            return nodes.GetItemAsObject(0)
+    existing = scene.GetFirstNodeByName(FALLBACK_HEAT_COLOR_NAME)
+    if existing is not None:
+        return existing
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetName(FALLBACK_HEAT_COLOR_NAME)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    # black -> red -> yellow -> white: the usual reading of "hotter is more anomalous"
+    stops = np.array([[0.0, 0, 0, 0], [0.4, 0.75, 0.1, 0.1], [0.75, 1.0, 0.75, 0.0], [1.0, 1, 1, 1]])
+    for index in range(256):
+        t = index / 255
+        rgb = [np.interp(t, stops[:, 0], stops[:, c]) for c in (1, 2, 3)]
+        table.SetColor(index, f"{index}", *rgb, 1.0)
+    table.SetHideFromEditors(False)
+    scene.AddNode(table)
+    return table
+
+
+def place_beside_input(scene, input_node, nodes) -> None:
+    """Put output nodes under the input's parent (its study) in the subject hierarchy."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is None:
+        return
+    input_item = hierarchy.GetItemByDataNode(input_node)
+    if not input_item:
+        return  # input not in the hierarchy (bare scene): nothing to be consistent with
+    parent = hierarchy.GetItemParent(input_item)
+    for node in nodes:
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:
+            hierarchy.CreateItem(parent, node)
+
+
+def follow_input_transform(input_node, nodes) -> None:
+    """Outputs live on the input's voxel grid, so they must move with the input."""
+    transform_id = input_node.GetTransformNodeID()
+    for node in nodes:
+        node.SetAndObserveTransformNodeID(transform_id)
+
+
+def style_anomaly_map(map_node, threshold: float) -> None:
+    """Heat colours, transparent below a floor, window from the floor to the hottest voxel."""
+    scene = map_node.GetScene()
+    if map_node.GetDisplayNode() is None:
+        map_node.CreateDefaultDisplayNodes()
+    display = map_node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(heat_color_node(scene).GetID())
+    values = geometry.array_from_volume(map_node)
+    top = float(values.max()) if values.size else 1.0
+    floor = OVERLAY_FLOOR_FRACTION * float(threshold)
+    top = max(top, floor + 1e-6)
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(floor, top)
+    display.SetApplyThreshold(True)
+    display.SetLowerThreshold(floor)
+    display.SetUpperThreshold(top)
+
+
+def show_in_slice_views(scene, input_node, map_node, healthy_node, opacity: float,
+                        healthy_view_names=()) -> None:
+    """Input + heat-map overlay in every slice view, except the healthy-reconstruction views.
+
+    Works on the scene's slice composite nodes, so it needs no layout manager.
+    """
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(index)
+        if composite.GetLayoutName() in healthy_view_names and healthy_node is not None:
+            composite.SetBackgroundVolumeID(healthy_node.GetID())
+            composite.SetForegroundVolumeID(None)
+        else:
+            composite.SetBackgroundVolumeID(input_node.GetID())
+            composite.SetForegroundVolumeID(map_node.GetID() if map_node is not None else None)
+            composite.SetForegroundOpacity(float(opacity))
+        composite.SetLabelVolumeID(None)
+
+
+def set_overlay_opacity(scene, map_node, opacity: float) -> None:
+    """Opacity of the heat map wherever it is the foreground layer."""
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(index)
+        if map_node is not None and composite.GetForegroundVolumeID() == map_node.GetID():
+            composite.SetForegroundOpacity(float(opacity))
+
+
+# ----------------------------------------------------------------------------- results
+class AnomalyResults:
+    """The three output nodes of one detection, and what can be done with them."""
+
+    def __init__(self, input_node, healthy_node, map_node, segmentation_node):
+        self.input_node = input_node
+        self.healthy_node = healthy_node
+        self.map_node = map_node
+        self.segmentation_node = segmentation_node
+
+    @property
+    def report(self) -> dict:
+        text = self.map_node.GetAttribute(REPORT_ATTRIBUTE) if self.map_node else None
+        return json.loads(text) if text else {}
+
+    def map_range(self) -> tuple[float, float]:
+        values = geometry.array_from_volume(self.map_node)
+        return float(values.min()), float(values.max())
+
+    def update_segment_from_map(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
+        """Re-threshold the anomaly map held by the map node and refill the segment."""
+        from UADContrastiveLib.postprocess import threshold_components
+
+        anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
+        mask, components = threshold_components(
+            anomaly_map, float(threshold), float(min_size_mm3), tuple(self.map_node.GetSpacing()))
+        segments.set_segment_mask(self.segmentation_node, mask, geometry.ijk_to_ras_of(self.map_node))
+        style_anomaly_map(self.map_node, threshold)
+        total = float(sum(c["volume_ml"] for c in components))
+        return ThresholdSummary(len(components), total, list(components))
+
+    def export(self, folder, threshold: float | None = None, min_size_mm3: float | None = None) -> list[Path]:
+        """Write seg.nrrd, NIfTI labelmap, map, healthy reconstruction and report to `folder`.
+
+        The labelmap is taken from the segment as it is now, so manual edits are kept.
+        """
+        import SimpleITK as sitk
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [write_segmentation_file(self.segmentation_node, folder / "anomaly.seg.nrrd")]
+        mask = segments.segment_mask_on_grid(self.segmentation_node, self.map_node)
+        mask_image = _sitk_like(mask, self.map_node)
+        sitk.WriteImage(mask_image, str(folder / "anomaly_mask.nii.gz"), True)
+        written.append(folder / "anomaly_mask.nii.gz")
+        for node, name in ((self.map_node, "anomaly_map.nii.gz"), (self.healthy_node, "healthy.nii.gz")):
+            if node is not None:
+                sitk.WriteImage(geometry.sitk_from_volume(node), str(folder / name), True)
+                written.append(folder / name)
+        report = self.report
+        from UADContrastiveLib.postprocess import threshold_components
+
+        _, components = threshold_components(mask.astype(np.float32), 0.5, 0.0, tuple(self.map_node.GetSpacing()))
+        if threshold is not None:
+            report["threshold"] = {"value": float(threshold), "method": "chosen in 3D Slicer"}
+        if min_size_mm3 is not None:
+            report["min_size_mm3"] = float(min_size_mm3)
+        report["components"] = components
+        report["anomalous_volume_ml"] = round(sum(c["volume_ml"] for c in components), 4)
+        report["exported_from"] = "3D Slicer (the mask includes any manual edits of the segment)"
+        (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
+        written.append(folder / "report.json")
+        return written
+
+
+def _sitk_like(array: np.ndarray, volume_node):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    spacing, origin, direction = geometry.lps_geometry_from_ijk_to_ras(geometry.ijk_to_ras_of(volume_node))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(tuple(direction.ravel()))
+    return image
+
+
+def write_segmentation_file(segmentation_node, path: Path) -> Path:
+    """Write a .seg.nrrd on the segmentation's reference grid (not cropped), so other
+    tools (slicerio, ITK-SNAP via NRRD) see the input's geometry."""
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetCropToMinimumExtent(False)
+    storage.SetUseCompression(True)
+    if not storage.WriteData(segmentation_node):
+        raise OSError(f"could not write {path}")
+    return Path(path)
+
+
+def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None,
+                 segmentation_node=None, opacity: float = 0.5) -> AnomalyResults:
+    """Read one detection's output folder into (new or reused) nodes beside the input."""
+    import SimpleITK as sitk
+
+    result_dir = Path(result_dir)
+    report = json.loads((result_dir / "report.json").read_text())
+    base = input_node.GetName()
+    healthy_node = get_or_create_node(scene, healthy_node, "vtkMRMLScalarVolumeNode", f"{base} healthy")
+    map_node = get_or_create_node(scene, map_node, "vtkMRMLScalarVolumeNode", f"{base} anomaly map")
+    segmentation_node = get_or_create_node(scene, segmentation_node, "vtkMRMLSegmentationNode", f"{base} anomaly")
+
+    geometry.update_volume_from_sitk(healthy_node, sitk.ReadImage(str(result_dir / "healthy.nii.gz")))
+    geometry.update_volume_from_sitk(map_node, sitk.ReadImage(str(result_dir / "anomaly_map.nii.gz")))
+    map_node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report, default=float))
+    if healthy_node.GetDisplayNode() is None:
+        healthy_node.CreateDefaultDisplayNodes()
+    _copy_window_level(input_node, healthy_node)
+
+    mask_image = sitk.ReadImage(str(result_dir / "anomaly_mask.nii.gz"))
+    if segmentation_node.GetDisplayNode() is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+    segments.set_reference_geometry(segmentation_node, input_node)
+    segments.set_segment_mask(
+        segmentation_node, sitk.GetArrayFromImage(mask_image),
+        geometry.ijk_to_ras_from_lps(mask_image.GetSpacing(), mask_image.GetOrigin(), mask_image.GetDirection()))
+    style_anomaly_map(map_node, float(report.get("threshold", {}).get("value", 0.0)))
+
+    outputs = (healthy_node, map_node, segmentation_node)
+    follow_input_transform(input_node, outputs)
+    place_beside_input(scene, input_node, outputs)
+    return AnomalyResults(input_node, healthy_node, map_node, segmentation_node)
+
+
+def _copy_window_level(source_node, target_node) -> None:
+    """The healthy reconstruction is compared with the input: show both alike."""
+    source, target = source_node.GetDisplayNode(), target_node.GetDisplayNode()
+    if source is None or target is None:
+        return
+    target.SetAutoWindowLevel(False)
+    target.SetWindowLevel(source.GetWindow(), source.GetLevel())

@@ -1,0 +1,125 @@
+"""The "Anomaly" segment: created from a binary mask array, read back, re-filled.
+
+Pure MRML (no Qt): works in the Slicer application and with the slicer-core wheel.
+"""
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .geometry import vtk_matrix
+
+ANOMALY_SEGMENT_ID = "Anomaly"
+ANOMALY_SEGMENT_NAME = "Anomaly"
+# Cyan stands out against the black-red-yellow heat map drawn under it.
+ANOMALY_COLOR = (0.1, 0.85, 1.0)
+# DICOM/SNOMED coded terminology: "Morphologically altered structure" / "Lesion" in the
+# brain, the closest standard concept for a finding that is abnormal but not diagnosed.
+ANOMALY_TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list"
+    "~SCT^49755003^Morphologically Altered Structure"
+    "~SCT^52988006^Lesion"
+    "~^^"
+    "~Anatomic codes - DICOM master list"
+    "~SCT^12738006^Brain"
+    "~^^"
+)
+
+
+def ensure_converter_rules() -> None:
+    """Register the labelmap<->surface conversion rules if nobody did.
+
+    The Segmentations module registers them when Slicer starts; a bare MRML scene
+    (tests, slicer-core) has none, and segments then cannot hold a labelmap at all.
+    """
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    registered = {rule.GetClassName() for rule in factory.GetConverterRules()}
+    for rule_class in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                       slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+        if rule_class.__name__ not in registered:
+            factory.RegisterConverterRule(rule_class())
+
+
+def ensure_anomaly_segment(segmentation_node) -> str:
+    """Return the id of the anomaly segment, creating it (colour, terminology) if absent."""
+    ensure_converter_rules()
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetSegment(ANOMALY_SEGMENT_ID) is None:
+        segmentation.AddEmptySegment(ANOMALY_SEGMENT_ID, ANOMALY_SEGMENT_NAME, list(ANOMALY_COLOR))
+    segment = segmentation.GetSegment(ANOMALY_SEGMENT_ID)
+    if hasattr(segment, "SetTerminology"):
+        segment.SetTerminology(ANOMALY_TERMINOLOGY)
+    else:  # Slicer < 5.8 stored terminology only as a tag
+        segment.SetTag(segment.GetTerminologyEntryTagName(), ANOMALY_TERMINOLOGY)
+    return ANOMALY_SEGMENT_ID
+
+
+def oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray):
+    """A vtkOrientedImageData (uint8, 0/1) holding `mask` (k, j, i) on the given grid."""
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.ravel(), deep=True))
+    return image
+
+
+def set_segment_mask(segmentation_node, mask: np.ndarray, ijk_to_ras: np.ndarray) -> str:
+    """Replace the anomaly segment's voxels by `mask`; an all-zero mask leaves it empty
+    (but present, so the user can still paint into it with the Segment Editor)."""
+    segment_id = ensure_anomaly_segment(segmentation_node)
+    labelmap = oriented_mask(mask, ijk_to_ras)
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        labelmap, segmentation_node, segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    if not ok:
+        raise RuntimeError("could not write the anomaly mask into the segmentation")
+    return segment_id
+
+
+def segment_voxel_count(segmentation_node, segment_id: str = ANOMALY_SEGMENT_ID) -> int:
+    """How many voxels the segment holds (on its own labelmap grid)."""
+    labelmap = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+    if labelmap is None or labelmap.GetPointData().GetScalars() is None:
+        return 0
+    label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
+    return int(np.count_nonzero(values == label_value))
+
+
+def set_reference_geometry(segmentation_node, reference_volume_node) -> None:
+    """Make the segmentation share the input's grid (Segment Editor paints on it)."""
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+
+
+def segment_mask_on_grid(segmentation_node, reference_volume_node,
+                         segment_id: str = ANOMALY_SEGMENT_ID) -> np.ndarray:
+    """The segment resampled to the reference volume's grid, as a (k, j, i) uint8 array.
+
+    Used by export: the user may have edited the segment, and its internal labelmap may
+    be cropped to the painted extent.
+    """
+    merged = slicer.vtkOrientedImageData()
+    segment_ids = vtk.vtkStringArray()
+    segment_ids.InsertNextValue(segment_id)
+    reference_geometry = slicer.vtkOrientedImageData()
+    reference_geometry.SetImageToWorldMatrix(_ijk_to_ras_vtk(reference_volume_node))
+    reference_geometry.SetExtent(reference_volume_node.GetImageData().GetExtent())
+    geometry_string = slicer.vtkSegmentationConverter.SerializeImageGeometry(reference_geometry)
+    segmentation_node.GetSegmentation().SetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry_string)
+    ok = segmentation_node.GenerateMergedLabelmapForAllSegments(
+        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, reference_geometry, segment_ids)
+    if not ok:
+        raise RuntimeError("could not resample the anomaly segment onto the input grid")
+    dims = merged.GetDimensions()
+    values = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars())
+    return (values.reshape(dims[2], dims[1], dims[0]) > 0).astype(np.uint8)
+
+
+def _ijk_to_ras_vtk(volume_node) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return matrix
