@@ -9,7 +9,6 @@ import nibabel
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from UADContrastiveLib.datasets import brats_cases, ixi_subjects, split, wml_cases
 from UADContrastiveLib.io import read_mask, read_volume, same_grid, write_volume
 from UADContrastiveLib.metrics import dice

@@ -6,7 +6,6 @@ import gzip
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from UADContrastiveLib.errors import InputError
 from UADContrastiveLib.io import (
     atomic_path,

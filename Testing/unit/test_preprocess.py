@@ -6,7 +6,6 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from UADContrastiveLib.io import same_grid
 from UADContrastiveLib.preprocess import (
     Preprocessed,

@@ -75,12 +75,9 @@ def patch_mask(images: torch.Tensor, brains: torch.Tensor, generator: torch.Gene
     """Zero a random `ratio` of the cells of a `cells` x `cells` grid (per image)."""
     b, _, h, w = images.shape
     scores = torch.rand(b, cells * cells, generator=generator, device=images.device)
-    keep_count = cells * cells - int(round(ratio * cells * cells))
-    threshold = scores.sort(dim=1).values[:, -keep_count - 1:-keep_count] if keep_count else None
-    if threshold is None:
-        mask = torch.zeros_like(scores)
-    else:
-        mask = (scores > threshold).float()
+    masked = int(round(ratio * cells * cells))
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    mask = (ranks >= masked).float()  # exactly `masked` cells per image are zeroed
     mask = mask.view(b, 1, cells, cells)
     mask = F.interpolate(mask, size=(h, w), mode="nearest")
     return images * mask

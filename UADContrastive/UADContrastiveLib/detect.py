@@ -34,6 +34,7 @@ class Detection:
     components: list
     threshold: float
     threshold_method: str
+    min_size_mm3: float
     uncertainty: sitk.Image | None
     model_arrays: dict
     timings: dict
@@ -64,12 +65,12 @@ class Detector:
                          "Run `uadc calibrate --model ... --healthy DIR`, or pass --threshold VALUE.")
 
     def default_min_size(self) -> float:
-        return float((self.card.get("thresholds") or {}).get("min_size_mm3", 0.0))
+        return float(self.postprocess.min_size_mm3)
 
     def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
             min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
             source: str | None = None) -> Detection:
-        from .postprocess import filter_anomaly_map, threshold_components
+        from .postprocess import threshold_components
 
         report = progress or (lambda stage, fraction, message="": None)
         timings = {}
@@ -92,8 +93,8 @@ class Detector:
 
         start = time.perf_counter()
         report("anomaly map", 0.0)
-        residual = np.abs(volume - healthy)
-        model_map = filter_anomaly_map(residual, brain, self.postprocess)
+        residual = self.engine.residual(volume, healthy) if hasattr(self.engine, "residual") else volume - healthy
+        model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
         brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
         anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map))
         anomaly_map[~brain_input] = 0.0
@@ -122,7 +123,7 @@ class Detector:
         report("anomaly map", 1.0)
         arrays = {"input": volume, "healthy": healthy, "map": model_map, "brain": brain}
         return Detection(pre, healthy_image, anomaly_map, anomaly_mask, components, float(threshold), method,
-                         uncertainty, arrays, timings)
+                         min_size, uncertainty, arrays, timings)
 
     def model_summary(self) -> dict:
         from .zoo import sha256_file
@@ -160,7 +161,7 @@ def write_detection(detection: Detection, folder: Path, detector: Detector, inpu
         "host": {"platform": platform.platform(), "python": platform.python_version()},
         "threshold": {"value": detection.threshold, "method": detection.threshold_method},
         "thresholds_available": thresholds.get("values", {}),
-        "min_size_mm3": thresholds.get("min_size_mm3"),
+        "min_size_mm3": detection.min_size_mm3,
         "brain": {"source": detection.preprocessed.brain_source,
                   "volume_ml": detection.preprocessed.summary()["brain_volume_ml"]},
         "components": detection.components,
@@ -181,6 +182,11 @@ def parse_threshold(text: str) -> float | None:
         raise InputError(None, f"--threshold must be 'auto' or a number, not {text!r}.") from None
 
 
+def _labelled(progress, label: str):
+    """A progress callback that names the input when the stage gives no message."""
+    return lambda stage, fraction, message="": progress(stage, fraction, message or label)
+
+
 def run_detect(args) -> int:
     progress = Progress(json_lines=args.json_progress)
     threshold = parse_threshold(args.threshold)
@@ -190,7 +196,7 @@ def run_detect(args) -> int:
     stems = [volume_stem(p) for p in args.inputs]
     if len(set(stems)) != len(stems):
         raise InputError(None, f"two inputs share an output name ({stems}); run them into different --out-dir.")
-    for path, stem in zip(args.inputs, stems):  # refuse early, before the model loads
+    for stem in stems:  # refuse early, before the model loads
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
@@ -200,8 +206,7 @@ def run_detect(args) -> int:
         progress.log("Running on the CPU: expect about half a minute per volume.")
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
-        def staged(stage, fraction, message="", _i=index):
-            progress(stage, fraction, message or f"{stem} ({_i + 1}/{len(args.inputs)})")
+        staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
         try:
             image = read_volume(path)
             mask = read_mask(args.brain_mask, image) if args.brain_mask else None

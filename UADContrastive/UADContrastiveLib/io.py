@@ -19,6 +19,8 @@ IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.n
 # Refuse a header whose voxel data would need more than this share of free memory.
 MAX_MEMORY_SHARE = 0.5
 MIN_VOXELS_PER_AXIS = 8
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def volume_stem(path: str | Path) -> str:
@@ -223,6 +225,7 @@ def atomic_path(final: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results get the usual permissions
         os.replace(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import ModelError
 
 FILTERS = ("median", "gaussian")
 POLARITIES = ("absolute", "positive", "negative")
-CONNECTIVITIES = {6: 1, 18: 2, 26: 3}  # neighbours -> scipy's structuring-element rank
+CONNECTIVITIES = (6, 26)  # face neighbours only, or faces + edges + corners
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -174,58 +175,62 @@ def voxel_volume_mm3(spacing_xyz) -> float:
     return float(np.prod(np.broadcast_to(np.asarray(spacing_xyz, dtype=float), (3,))))
 
 
-def threshold_components(anomaly_map: np.ndarray, threshold: float, min_size_mm3: float = 0.0,
-                         spacing_xyz: Sequence[float] | float = (1.0, 1.0, 1.0),
-                         connectivity: int = 26) -> tuple[np.ndarray, list[dict]]:
-    """Voxels with anomaly_map > threshold, grouped into connected components; components with a
-    volume < min_size_mm3 are dropped.
+@dataclass
+class _Labelled:
+    """Connected components of the voxels above one threshold, inside a box of the volume."""
 
-    anomaly_map: 3D (z, y, x) array; spacing_xyz: voxel size in mm as SimpleITK orders it
-    (x, y, z), or a scalar. connectivity: 26 (default: voxels touching by a face, edge or corner
-    belong together, the usual rule for counting lesions), 18 or 6.
-    Returns (mask uint8 0/1 of the kept components, components) where components are sorted by
-    decreasing size and numbered from 1: {"label", "voxels", "volume_ml", "centroid_ijk"}, the
-    centroid in SimpleITK index order (i, j, k) = (x, y, z), ready for
-    TransformContinuousIndexToPhysicalPoint.
+    box: tuple[slice, slice, slice]  # where the voxels above threshold lie
+    box_shape: tuple[int, int, int]
+    foreground: np.ndarray  # flat indices (in the box) of the voxels above threshold
+    ids: np.ndarray         # their component labels
+    sizes: np.ndarray       # voxels per label; index 0 is background
 
-    Speed (the Slicer sliders call this per move): after the comparison, the labelling runs
-    only in the bounding box of the voxels above threshold, and sizes and centroids come
-    from np.bincount over the foreground voxels, never from a loop over components.
-    """
-    if connectivity not in CONNECTIVITIES:
-        raise ValueError(f"connectivity must be one of {tuple(CONNECTIVITIES)}, not {connectivity}")
-    anomaly_map = np.asarray(anomaly_map)
-    if anomaly_map.ndim != 3:
-        raise ValueError(f"anomaly_map must be 3D, got shape {anomaly_map.shape}")
-    above = anomaly_map > threshold
-    mask = np.zeros(anomaly_map.shape, dtype=np.uint8)
+
+def _label(above: np.ndarray, connectivity: int,
+           offset: tuple[int, int, int] = (0, 0, 0)) -> _Labelled | None:
+    """Label `above` (a region starting at `offset` in the volume) inside its own bounding box,
+    so that the labelling, the costly step, sees as few voxels as possible."""
     box = _bounding_box(above)
     if box is None:
+        return None
+    crop = np.ascontiguousarray(above[box]).view(np.uint8)
+    # SimpleITK's run-length labelling, single-threaded: on boxes of a few million voxels it
+    # measured 1.5-3x faster than scipy.ndimage.label unless over ~30 % of the box is foreground
+    # (then on par), and a second thread only added overhead on the 2-core target machine.
+    labeller = sitk.ConnectedComponentImageFilter()
+    labeller.SetFullyConnected(connectivity == 26)
+    labeller.SetNumberOfThreads(1)
+    labels_image = labeller.Execute(sitk.GetImageFromArray(crop))
+    foreground = np.flatnonzero(crop)
+    # A view, read while labels_image is alive; the fancy index copies what we keep.
+    ids = sitk.GetArrayViewFromImage(labels_image).ravel()[foreground].astype(np.intp)
+    count = labeller.GetObjectCount()
+    box = tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, offset))
+    return _Labelled(box, crop.shape, foreground, ids, np.bincount(ids, minlength=count + 1))
+
+
+def _select(labelled: _Labelled | None, min_size_mm3: float, voxel_mm3: float,
+            shape: tuple) -> tuple[np.ndarray, list[dict]]:
+    """Mask and component list of the components of at least min_size_mm3."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    if labelled is None:
         return mask, []
-    sub = np.ascontiguousarray(above[box])
-    structure = ndimage.generate_binary_structure(3, CONNECTIVITIES[connectivity])
-    labels, count = ndimage.label(sub, structure=structure)
-    foreground = np.flatnonzero(sub)
-    ids = labels.ravel()[foreground]
-    sizes = np.bincount(ids, minlength=count + 1)
-    voxel_mm3 = voxel_volume_mm3(spacing_xyz)
-    # A relative tolerance so that "exactly min_size_mm3" is kept despite float rounding.
+    sizes = labelled.sizes
+    # A relative tolerance so that a component of exactly min_size_mm3 is kept despite rounding.
     keep = sizes * voxel_mm3 >= min_size_mm3 * (1.0 - 1e-9)
     keep[0] = False
-    kept_voxels = keep[ids]
-    foreground, ids = foreground[kept_voxels], ids[kept_voxels]
-    sub_mask = np.zeros(sub.shape, dtype=np.uint8)
-    sub_mask.ravel()[foreground] = 1
-    mask[box] = sub_mask
-
+    kept_voxels = keep[labelled.ids]
+    foreground, ids = labelled.foreground[kept_voxels], labelled.ids[kept_voxels]
+    box_mask = np.zeros(labelled.box_shape, dtype=np.uint8)
+    box_mask.ravel()[foreground] = 1
+    mask[labelled.box] = box_mask
     kept_labels = np.flatnonzero(keep)
     if kept_labels.size == 0:
         return mask, []
-    # Centroids: per-component sums of the voxel coordinates, divided by the sizes.
-    coordinates = np.unravel_index(foreground, sub.shape)
-    offsets = [s.start for s in box]
-    centroids_zyx = [np.bincount(ids, weights=c, minlength=count + 1)[kept_labels] / sizes[kept_labels] + o
-                     for c, o in zip(coordinates, offsets)]
+    # Centroids: per-component sums of the voxel coordinates (one bincount per axis) / sizes.
+    coordinates = np.unravel_index(foreground, labelled.box_shape)
+    centroids_zyx = [np.bincount(ids, weights=c, minlength=sizes.size)[kept_labels] / sizes[kept_labels]
+                     + s.start for c, s in zip(coordinates, labelled.box)]
     order = np.argsort(-sizes[kept_labels], kind="stable")
     components = []
     for rank, index in enumerate(order, start=1):
@@ -239,6 +244,71 @@ def threshold_components(anomaly_map: np.ndarray, threshold: float, min_size_mm3
     return mask, components
 
 
+def _check_map(anomaly_map: np.ndarray, connectivity: int) -> np.ndarray:
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {tuple(CONNECTIVITIES)}, not {connectivity}")
+    anomaly_map = np.asarray(anomaly_map)
+    if anomaly_map.ndim != 3:
+        raise ValueError(f"anomaly_map must be 3D, got shape {anomaly_map.shape}")
+    return anomaly_map
+
+
+def threshold_components(anomaly_map: np.ndarray, threshold: float, min_size_mm3: float = 0.0,
+                         spacing_xyz: Sequence[float] | float = (1.0, 1.0, 1.0),
+                         connectivity: int = 26) -> tuple[np.ndarray, list[dict]]:
+    """Voxels with anomaly_map > threshold, grouped into connected components; components with a
+    volume < min_size_mm3 are dropped.
+
+    anomaly_map: 3D (z, y, x) array; spacing_xyz: voxel size in mm as SimpleITK orders it
+    (x, y, z), or a scalar. connectivity: 26 (default: voxels touching by a face, edge or corner
+    belong together, the usual rule for counting lesions) or 6 (faces only; faster, and stricter
+    with speckle).
+    Returns (mask uint8 0/1 of the kept components, components), the components sorted by
+    decreasing size and numbered from 1: {"label", "voxels", "volume_ml", "centroid_ijk"}, the
+    centroid in SimpleITK index order (i, j, k) = (x, y, z), ready for
+    TransformContinuousIndexToPhysicalPoint.
+
+    Speed: labelling runs only in the bounding box of the voxels above threshold, and sizes
+    and centroids come from np.bincount over foreground voxels, never from a loop over voxels.
+    For repeated calls on one map (sliders) use ComponentThresholder, which also caches.
+    """
+    anomaly_map = _check_map(anomaly_map, connectivity)
+    labelled = _label(anomaly_map > threshold, connectivity)
+    return _select(labelled, min_size_mm3, voxel_volume_mm3(spacing_xyz), anomaly_map.shape)
+
+
+class ComponentThresholder:
+    """threshold_components for one map called again and again (the Slicer module's sliders).
+
+    Set-up crops the map once to the box where it exceeds its minimum (the brain: the map is
+    0 outside it), so each update compares and labels only that box; moving only the
+    minimum-size slider reuses the last labelling and skips the labelling altogether.
+    """
+
+    def __init__(self, anomaly_map: np.ndarray, spacing_xyz: Sequence[float] | float = (1.0, 1.0, 1.0),
+                 connectivity: int = 26):
+        anomaly_map = _check_map(anomaly_map, connectivity)
+        self.shape = anomaly_map.shape
+        self.connectivity = connectivity
+        self.spacing_xyz = spacing_xyz
+        self.voxel_mm3 = voxel_volume_mm3(spacing_xyz)
+        self.floor = float(anomaly_map.min())
+        full = tuple(slice(0, n) for n in self.shape)
+        self._box = _bounding_box(anomaly_map > self.floor) or full
+        self._crop = np.ascontiguousarray(anomaly_map[self._box])
+        self._full_map = anomaly_map  # for thresholds below the floor, when every voxel is above
+        self._last: tuple[float, _Labelled | None] | None = None
+
+    def __call__(self, threshold: float, min_size_mm3: float = 0.0) -> tuple[np.ndarray, list[dict]]:
+        if threshold < self.floor:  # every voxel is above: the crop does not hold them all
+            return threshold_components(self._full_map, threshold, min_size_mm3, self.spacing_xyz,
+                                        self.connectivity)
+        if self._last is None or self._last[0] != threshold:
+            offset = tuple(s.start for s in self._box)
+            self._last = (threshold, _label(self._crop > threshold, self.connectivity, offset))
+        return _select(self._last[1], min_size_mm3, self.voxel_mm3, self.shape)
+
+
 def _brain_values(anomaly_map: np.ndarray, brain: np.ndarray) -> np.ndarray:
     anomaly_map, brain = np.asarray(anomaly_map), np.asarray(brain) > 0
     if anomaly_map.shape != brain.shape:
@@ -246,17 +316,25 @@ def _brain_values(anomaly_map: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return anomaly_map[brain]
 
 
+def _brain_sessions(maps_and_brains, spacing_xyz, connectivity) -> tuple[list[ComponentThresholder], int]:
+    """One ComponentThresholder per subject, on its map with -inf outside the brain (never flagged)."""
+    sessions, total = [], 0
+    for anomaly_map, brain in maps_and_brains:
+        inside = np.asarray(brain) > 0
+        sessions.append(ComponentThresholder(np.where(inside, anomaly_map, -np.inf), spacing_xyz, connectivity))
+        total += int(np.count_nonzero(inside))
+    return sessions, total
+
+
+def _flagged_voxels(sessions: list[ComponentThresholder], threshold: float, min_size_mm3: float) -> int:
+    return sum(int(np.count_nonzero(session(threshold, min_size_mm3)[0])) for session in sessions)
+
+
 def flagged_fraction(maps_and_brains: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float,
                      min_size_mm3: float = 0.0, spacing_xyz=2.0, connectivity: int = 26) -> float:
     """Fraction of all brain voxels (pooled over subjects) that threshold_components flags."""
-    flagged = total = 0
-    for anomaly_map, brain in maps_and_brains:
-        inside = np.asarray(brain) > 0
-        mask, _ = threshold_components(np.where(inside, anomaly_map, -np.inf), threshold, min_size_mm3,
-                                       spacing_xyz, connectivity)
-        flagged += int(np.count_nonzero(mask))
-        total += int(np.count_nonzero(inside))
-    return flagged / total if total else float("nan")
+    sessions, total = _brain_sessions(maps_and_brains, spacing_xyz, connectivity)
+    return _flagged_voxels(sessions, threshold, min_size_mm3) / total if total else float("nan")
 
 
 def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -268,7 +346,7 @@ def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarra
     Without a size filter this is the (1 - fpr) quantile of the pooled brain values. With one,
     the flagged fraction still falls monotonically as the threshold rises (a component at a
     higher threshold lies inside one at a lower threshold), so a bisection over the sorted
-    brain values between 0 and that quantile finds it.
+    brain values below that quantile finds it.
     """
     pairs = list(maps_and_brains)
     if not pairs:
@@ -279,6 +357,7 @@ def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarra
     n = values.size
     # Without a size filter, threshold values[k] flags every value above it.
     raw_above = n - np.searchsorted(values, values, side="right")
+    sessions = _brain_sessions(pairs, spacing, connectivity)[0] if min_size_mm3 > 0 else []
     thresholds: dict[float, float] = {}
     for fpr in fprs:
         if not 0 < fpr < 1:
@@ -290,8 +369,7 @@ def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarra
             low = -1  # a virtual index that flags too much
             while high - low > 1:
                 middle = (low + high) // 2
-                fraction = flagged_fraction(pairs, float(values[middle]), min_size_mm3, spacing, connectivity)
-                if fraction <= fpr:
+                if _flagged_voxels(sessions, float(values[middle]), min_size_mm3) <= fpr * n:
                     high = middle
                 else:
                     low = middle
@@ -306,8 +384,8 @@ def dice_optimal_threshold(maps: Sequence[np.ndarray], lesion_masks: Sequence[np
 
     Only brain voxels count. pooled=True (the paper's rule) computes one Dice over all cases'
     voxels together; pooled=False maximises the mean of the per-case Dice scores.
-    candidates: explicit thresholds, or a number of thresholds spread over the quantiles of
-    the pooled brain values.
+    candidates: explicit thresholds, or a number of thresholds evenly spaced between the lowest
+    and highest pooled brain value.
     """
     if not (len(maps) == len(lesion_masks) == len(brains)) or not maps:
         raise ValueError("maps, lesion_masks and brains must be non-empty and of equal length")
@@ -319,7 +397,9 @@ def dice_optimal_threshold(maps: Sequence[np.ndarray], lesion_masks: Sequence[np
         per_case.append((np.sort(values), np.sort(values[labels])))
     if np.ndim(candidates) == 0:
         pooled_values = np.concatenate([v for v, _ in per_case])
-        candidates = np.unique(np.quantile(pooled_values, np.linspace(0.0, 1.0, int(candidates))))
+        # Evenly spaced values, not quantiles: lesions are often < 1 % of the brain, and the
+        # quantiles would then leave the whole lesion range between two candidates.
+        candidates = np.linspace(pooled_values.min(), pooled_values.max(), max(int(candidates), 2))
     candidates = np.asarray(candidates, dtype=float)
 
     def counts(sorted_values: np.ndarray) -> np.ndarray:

@@ -99,8 +99,7 @@ def style_anomaly_map(map_node, threshold: float) -> None:
         map_node.CreateDefaultDisplayNodes()
     display = map_node.GetDisplayNode()
     display.SetAndObserveColorNodeID(heat_color_node(scene).GetID())
-    values = geometry.array_from_volume(map_node)
-    top = float(values.max()) if values.size else 1.0
+    top = float(map_node.GetImageData().GetScalarRange()[1])  # cached by VTK until the voxels change
     floor = OVERLAY_FLOOR_FRACTION * float(threshold)
     top = max(top, floor + 1e-6)
     display.SetAutoWindowLevel(False)
@@ -138,6 +137,15 @@ def set_overlay_opacity(scene, map_node, opacity: float) -> None:
             composite.SetForegroundOpacity(float(opacity))
 
 
+def write_input_volume(volume_node, path) -> Path:
+    """Save the input's voxels and grid (not its storage node: the scene stays untouched).
+    Uncompressed: the file lives seconds in a temp folder, speed matters more than size."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(geometry.sitk_from_volume(volume_node), str(path), False)
+    return Path(path)
+
+
 # ----------------------------------------------------------------------------- results
 class AnomalyResults:
     """The three output nodes of one detection, and what can be done with them."""
@@ -157,17 +165,25 @@ class AnomalyResults:
         values = geometry.array_from_volume(self.map_node)
         return float(values.min()), float(values.max())
 
-    def update_segment_from_map(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
-        """Re-threshold the anomaly map held by the map node and refill the segment."""
+    def _threshold(self, threshold: float, min_size_mm3: float):
         from UADContrastiveLib.postprocess import threshold_components
 
         anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
         mask, components = threshold_components(
             anomaly_map, float(threshold), float(min_size_mm3), tuple(self.map_node.GetSpacing()))
+        total = float(sum(c["volume_ml"] for c in components))
+        return mask, ThresholdSummary(len(components), total, list(components))
+
+    def summarize(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
+        """What the map gives at these settings, without touching the (maybe edited) segment."""
+        return self._threshold(threshold, min_size_mm3)[1]
+
+    def update_segment_from_map(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
+        """Re-threshold the anomaly map held by the map node and refill the segment."""
+        mask, summary = self._threshold(threshold, min_size_mm3)
         segments.set_segment_mask(self.segmentation_node, mask, geometry.ijk_to_ras_of(self.map_node))
         style_anomaly_map(self.map_node, threshold)
-        total = float(sum(c["volume_ml"] for c in components))
-        return ThresholdSummary(len(components), total, list(components))
+        return summary
 
     def export(self, folder, threshold: float | None = None, min_size_mm3: float | None = None) -> list[Path]:
         """Write seg.nrrd, NIfTI labelmap, map, healthy reconstruction and report to `folder`.

@@ -56,13 +56,30 @@ def ensure_anomaly_segment(segmentation_node) -> str:
     return ANOMALY_SEGMENT_ID
 
 
+def nonzero_box(mask: np.ndarray) -> tuple[int, int, int, int, int, int]:
+    """(k0, k1, j0, j1, i0, i1) inclusive bounds of the nonzero voxels; one voxel if none."""
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    if ks.size == 0:
+        return 0, 0, 0, 0, 0, 0
+    slab = mask[ks[0]:ks[-1] + 1]
+    js = np.flatnonzero(slab.any(axis=(0, 2)))
+    is_ = np.flatnonzero(slab[:, js[0]:js[-1] + 1].any(axis=(0, 1)))
+    return int(ks[0]), int(ks[-1]), int(js[0]), int(js[-1]), int(is_[0]), int(is_[-1])
+
+
 def oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray):
-    """A vtkOrientedImageData (uint8, 0/1) holding `mask` (k, j, i) on the given grid."""
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    """A vtkOrientedImageData (uint8, 0/1) holding `mask` (k, j, i) on the given grid,
+    cropped to the nonzero voxels (extent offsets keep the positions).
+
+    Cropping matters for the slider: the segmentation logic then copies and scans only
+    the anomalies' bounding box instead of the whole 256^3 grid on every move.
+    """
+    k0, k1, j0, j1, i0, i1 = nonzero_box(mask)
+    cropped = np.ascontiguousarray(mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1], dtype=np.uint8)
     image = slicer.vtkOrientedImageData()
-    image.SetDimensions(mask.shape[2], mask.shape[1], mask.shape[0])
+    image.SetExtent(i0, i1, j0, j1, k0, k1)
     image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.ravel(), deep=True))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(cropped.ravel(), deep=True))
     return image
 
 

@@ -1,0 +1,80 @@
+"""How long one threshold-slider move takes: update_segment_from_map on a 256^3 anomaly map,
+through the real MRML segmentation node of slicer-core. Prints ms per update; no pass/fail.
+
+    .venv/bin/python Testing/benchmarks/bench_slider_update.py [--size 256] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "UADContrastive"))
+
+import slicer  # noqa: E402
+from UADContrastiveLib.postprocess import threshold_components  # noqa: E402
+from UADContrastiveSlicerLib import geometry, segments  # noqa: E402
+from UADContrastiveSlicerLib import scene as scene_logic  # noqa: E402
+
+
+def synthetic_map(size: int, seed: int = 0) -> np.ndarray:
+    """A brain-sized ball of low noise with a few hot blobs: realistic sparsity above threshold."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:size, :size, :size]
+    centre = size / 2
+    brain = ((z - centre) ** 2 + (y - centre) ** 2 + (x - centre) ** 2) < (0.4 * size) ** 2
+    anomaly_map = np.where(brain, rng.gamma(2.0, 0.05, (size,) * 3), 0).astype(np.float32)
+    for _ in range(6):
+        cz, cy, cx = rng.integers(int(0.3 * size), int(0.7 * size), 3)
+        radius = rng.uniform(0.02, 0.06) * size
+        blob = np.exp(-((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) / (2 * radius ** 2))
+        anomaly_map += (blob * brain).astype(np.float32)
+    return anomaly_map
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    scene = slicer.vtkMRMLScene()
+    spacing = 1.0
+    ijk_to_ras = np.diag([-spacing, -spacing, spacing, 1.0])
+    input_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "input")
+    map_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "map")
+    start = time.perf_counter()
+    anomaly_map = synthetic_map(args.size)
+    geometry.update_volume_from_array(map_node, anomaly_map, ijk_to_ras)
+    geometry.update_volume_from_array(input_node, np.zeros_like(anomaly_map), ijk_to_ras)
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "anomaly")
+    segmentation_node.CreateDefaultDisplayNodes()
+    segments.set_reference_geometry(segmentation_node, input_node)
+    results = scene_logic.AnomalyResults(input_node, None, map_node, segmentation_node)
+    print(f"setup ({args.size}^3 map): {1000 * (time.perf_counter() - start):.0f} ms")
+
+    results.update_segment_from_map(0.5, 0.0)  # warm-up: first segment creation
+    for threshold, min_size in ((0.3, 0.0), (0.5, 0.0), (0.5, 100.0), (0.8, 0.0), (5.0, 0.0)):
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            summary = results.update_segment_from_map(threshold, min_size)
+            times.append(1000 * (time.perf_counter() - start))
+        core = []  # the core's thresholding alone, to see what the MRML side adds
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            threshold_components(anomaly_map, threshold, min_size, (spacing,) * 3)
+            core.append(1000 * (time.perf_counter() - start))
+        print(f"threshold {threshold:4.1f}, min size {min_size:5.0f} mm3: "
+              f"median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms per update "
+              f"(threshold_components alone {statistics.median(core):6.1f} ms; "
+              f"{summary.count} regions, {segments.segment_voxel_count(segmentation_node)} voxels)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""What the module's widget offers (models, devices, presets, warnings): pure helpers."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "UADContrastive"))
+
+from UADContrastiveSlicerLib import options  # noqa: E402
+
+VALUES = {"fpr_0.1%": 0.9, "fpr_1%": 0.3, "fpr_0.5%": 0.5, "dice_optimal": 0.4}
+
+
+@pytest.mark.parametrize("source", [
+    {"thresholds_available": VALUES},                                  # report.json
+    {"name": "m", "thresholds": {"default": "fpr_1%", "values": VALUES}},  # model card
+    VALUES,                                                            # bare mapping
+])
+def test_presets_come_in_fpr_order_from_report_card_or_mapping(source):
+    assert options.threshold_presets(source) == [("1 % FPR", 0.3), ("0.5 % FPR", 0.5), ("0.1 % FPR", 0.9)]
+
+
+def test_missing_or_uncalibrated_presets_are_left_out():
+    assert options.threshold_presets(None) == []
+    assert options.threshold_presets({"thresholds": {"values": {"fpr_1%": 0.2}}}) == [("1 % FPR", 0.2)]
+    assert options.threshold_presets({"thresholds_available": {"fpr_1%": {"value": 0.7}}}) == [("1 % FPR", 0.7)]
+
+
+def test_min_size_default_from_report_or_card():
+    assert options.default_min_size({"min_size_mm3": 120}) == 120.0
+    assert options.default_min_size({"thresholds": {"min_size_mm3": 30}}) == 30.0
+    assert options.default_min_size({"min_size_mm3": None}, fallback=5.0) == 5.0
+
+
+def test_threshold_slider_reaches_the_hottest_voxel_and_every_preset():
+    low, high, step = options.threshold_slider_range(2.0, [("p", 3.0)])
+    assert low == 0.0 and high >= 3.0 and high >= 2.0 and step == pytest.approx(high / 1000)
+    assert options.threshold_slider_range(0.0, [])[1] > 0  # empty map: still a usable slider
+
+
+def test_model_label_shows_the_modality():
+    choice = options.model_choice({"name": "ixi-t1", "modality": "T1w", "thresholds": {}})
+    assert (choice.name, choice.label) == ("ixi-t1", "ixi-t1 (T1w)")
+    nested = options.model_choice({"path": "/m", "card": {"name": "x", "modality": ["T1w", "T2w"]}})
+    assert nested.label == "x (T1w/T2w)"
+    assert options.model_choice({"name": "bare"}).label == "bare"
+
+
+def test_model_choices_lists_the_installed_models(tmp_path, monkeypatch):
+    """The real zoo, pointed at a temporary cache holding one model card."""
+    zoo = pytest.importorskip("UADContrastiveLib.zoo")
+    folder = tmp_path / "models" / "tiny-t1"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(
+        '{"name": "tiny-t1", "modality": "T1w", "engine": "x", "files": {},'
+        ' "thresholds": {"values": {"fpr_1%": 0.25}}}')
+    monkeypatch.setenv("UADC_CACHE", str(tmp_path))
+    choices = [c for c in options.model_choices() if c.name == "tiny-t1"]
+    assert choices, f"zoo.list_models() did not list the model: {zoo.list_models()}"
+    assert choices[0].label == "tiny-t1 (T1w)"
+    assert options.threshold_presets(choices[0].card) == [("1 % FPR", 0.25)]
+
+
+def test_cpu_warning_only_when_running_on_the_cpu():
+    no_gpu = [options.DeviceChoice("auto", "Auto"), options.DeviceChoice("cuda", "GPU", enabled=False),
+              options.DeviceChoice("cpu", "CPU")]
+    gpu = [options.DeviceChoice("auto", "Auto"), options.DeviceChoice("cuda", "GPU"),
+           options.DeviceChoice("cpu", "CPU")]
+    assert options.cpu_warning("auto", no_gpu) == options.CPU_WARNING
+    assert options.cpu_warning("cpu", gpu) == options.CPU_WARNING
+    assert options.cpu_warning("auto", gpu) == ""
+    assert options.cpu_warning("cuda", gpu) == ""
+
+
+def test_device_choices_describe_what_is_there():
+    choices = {c.key: c for c in options.device_choices()}
+    assert set(choices) == {"auto", "cuda", "cpu"}
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    assert choices["cuda"].enabled == has_cuda
+    if not has_cuda:
+        assert "no CUDA device" in choices["cuda"].label or "not installed" in choices["cuda"].label
+    else:
+        assert "GB" in choices["cuda"].label

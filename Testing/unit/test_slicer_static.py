@@ -1,0 +1,231 @@
+"""Static checks of the Slicer module: what cannot run here (no Qt, no Slicer app) is
+at least checked for consistency: .ui <-> code, parameter node <-> .ui, CMake listing
+<-> files on disk, and no heavy imports when Slicer loads the module."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "UADContrastive"
+MODULE_FILE = MODULE_DIR / "UADContrastive.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "UADContrastive.ui"
+CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
+HEAVY_MODULES = ("torch", "monai", "UADContrastiveLib.engines", "UADContrastiveLib.models")
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text())
+
+
+def string_constant(tree: ast.Module, name: str):
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not found in {MODULE_FILE.name}")
+
+
+def parameter_fields() -> dict[str, str]:
+    """Annotated fields of UADContrastiveParameterNode: name -> annotation source."""
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == "UADContrastiveParameterNode":
+            return {item.target.id: ast.unparse(item.annotation)
+                    for item in node.body if isinstance(item, ast.AnnAssign)}
+    raise AssertionError("UADContrastiveParameterNode not found")
+
+
+# ----------------------------------------------------------------------------- .ui
+def test_ui_parses_and_its_top_widget_is_a_mrml_widget():
+    root = ET.parse(UI_FILE).getroot()
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "UADContrastive"
+
+
+def test_every_ui_widget_used_by_the_code_exists():
+    source = MODULE_FILE.read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    used |= set(string_constant(module_tree(), "PRESET_BUTTONS"))  # reached through getattr
+    missing = sorted(used - set(ui_widgets()))
+    assert not missing, f"used in UADContrastive.py but absent from the .ui: {missing}"
+    assert len(used) > 15  # the regex really found the widgets
+
+
+def test_custom_widget_classes_are_declared():
+    root = ET.parse(UI_FILE).getroot()
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    custom = {c for c in used if c.startswith(("ctk", "qMRML"))}
+    assert custom <= declared, f"undeclared custom widgets: {custom - declared}"
+
+
+def test_slicer_parameter_names_match_the_parameter_node_and_widget_types():
+    fields = parameter_fields()
+    expected_widget = {"float": "ctkSliderWidget"}
+    bound = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.findtext("string")] = (name, widget.get("class"))
+    assert set(bound) <= set(fields), f"bound to unknown parameters: {set(bound) - set(fields)}"
+    for parameter, (widget_name, widget_class) in bound.items():
+        annotation = fields[parameter]
+        wanted = expected_widget.get(annotation, "qMRMLNodeComboBox" if annotation.startswith("vtkMRML") else None)
+        assert widget_class == wanted, f"{parameter} ({annotation}) is bound to {widget_name}, a {widget_class}"
+    node_fields = {n for n, a in fields.items() if a.startswith("vtkMRML")}
+    assert node_fields <= set(bound), f"node parameters without a selector: {node_fields - set(bound)}"
+    for name in ("threshold", "minSizeMm3", "opacity"):
+        assert name in bound
+
+
+def test_every_node_selector_receives_the_scene():
+    root = ET.parse(UI_FILE).getroot()
+    selectors = {w.get("name") for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert selectors and selectors <= receivers, f"selectors without a scene: {selectors - receivers}"
+
+
+def test_module_metadata_has_category_and_citation():
+    source = MODULE_FILE.read_text()
+    assert re.search(r'categories = \[translate\("qSlicerAbstractCoreModule", "Segmentation"\)\]', source)
+    assert "Patrício" in source and "2025" in source
+    assert "acknowledgementText" in source
+    tree = module_tree()
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert {"UADContrastive", "UADContrastiveWidget", "UADContrastiveLogic", "UADContrastiveTest",
+            "UADContrastiveParameterNode"} <= classes
+
+
+def test_module_file_imports_nothing_heavy_at_load_time():
+    """Top-level imports only: torch/MONAI/numpy/SimpleITK belong inside functions."""
+    allowed_roots = {"importlib", "logging", "os", "shutil", "sys", "pathlib",
+                     "qt", "ctk", "slicer", "vtk", "UADContrastiveSlicerLib"}
+    roots = set()
+    for node in module_tree().body:
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    assert roots <= allowed_roots, f"unexpected top-level imports: {roots - allowed_roots}"
+
+
+# ----------------------------------------------------------------------------- CMake
+def cmake_list(variable: str) -> list[str]:
+    text = CMAKE_FILE.read_text()
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not set in {CMAKE_FILE}"
+    return match.group(1).split()
+
+
+def files_on_disk(folder: Path) -> list[str]:
+    return sorted(p.relative_to(MODULE_DIR).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts
+                  and not p.name.startswith(".") and p.suffix != ".pyc")
+
+
+def test_cmake_lists_every_python_file_and_resource():
+    scripts, resources = set(cmake_list("MODULE_PYTHON_SCRIPTS")), set(cmake_list("MODULE_PYTHON_RESOURCES"))
+    packaged = (files_on_disk(MODULE_DIR / "UADContrastiveLib") + files_on_disk(MODULE_DIR / "UADContrastiveSlicerLib")
+                + ["UADContrastive.py"])
+    expected_scripts = {f for f in packaged if f.endswith(".py")}
+    expected_resources = {f for f in packaged if not f.endswith(".py")} | set(files_on_disk(MODULE_DIR / "Resources"))
+    missing = sorted((expected_scripts - scripts) | (expected_resources - resources))
+    stale = sorted((scripts | resources) - expected_scripts - expected_resources)
+    assert not missing, "add to UADContrastive/CMakeLists.txt:\n  " + "\n  ".join(missing)
+    assert not stale, "listed in UADContrastive/CMakeLists.txt but not on disk:\n  " + "\n  ".join(stale)
+    assert "Resources/UI/UADContrastive.ui" in resources and "Resources/Icons/UADContrastive.png" in resources
+
+
+def test_cmake_builds_the_scripted_module_with_its_lists():
+    text = CMAKE_FILE.read_text()
+    assert "slicerMacroBuildScriptedModule(" in text
+    assert "SCRIPTS ${MODULE_PYTHON_SCRIPTS}" in text and "RESOURCES ${MODULE_PYTHON_RESOURCES}" in text
+    assert "file(GLOB" not in text
+
+
+def test_icons_are_128_pixel_pngs():
+    pil = pytest.importorskip("PIL.Image")
+    for path in (MODULE_DIR / "Resources" / "Icons" / "UADContrastive.png", REPO / "Resources" / "UADContrastive.png"):
+        with pil.open(path) as image:
+            assert image.format == "PNG" and image.size == (128, 128), path
+
+
+# ----------------------------------------------------------------------------- imports
+def imported_heavy_modules(code: str, watched: tuple = HEAVY_MODULES) -> dict:
+    """Run `code` in a fresh interpreter; report which of the `watched` modules it pulled in."""
+    probe = textwrap.dedent(code) + textwrap.dedent(f"""
+        import json, sys
+        print(json.dumps({{m: m in sys.modules for m in {watched!r}}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(MODULE_DIR), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_pure_helpers_do_not_import_torch():
+    loaded = imported_heavy_modules("""
+        from UADContrastiveSlicerLib import options, process
+        options.threshold_presets({"thresholds_available": {"fpr_1%": 1.0}})
+        process.parse_progress_line('{"stage": "x", "fraction": 0.1}')
+    """)
+    assert not any(loaded.values()), loaded
+
+
+def test_mrml_helpers_do_not_import_torch():
+    pytest.importorskip("slicer")
+    loaded = imported_heavy_modules("""
+        from UADContrastiveSlicerLib import geometry, scene, segments
+    """)
+    assert not any(loaded.values()), loaded
+
+
+def test_heavy_import_probe_is_not_vacuous():
+    """The probe sees an import made by the probed code (a cheap one: torch takes seconds)."""
+    assert imported_heavy_modules("import xml.dom.minidom", watched=("xml.dom.minidom",))["xml.dom.minidom"]
+    assert not imported_heavy_modules("pass", watched=("xml.dom.minidom",))["xml.dom.minidom"]
+
+
+def test_module_file_loads_without_heavy_imports():
+    """Execute UADContrastive.py itself. Qt and Slicer's application-only Python modules do
+    not exist outside Slicer, so only those are replaced by inert stand-ins; MRML classes
+    come from the real slicer-core wheel."""
+    pytest.importorskip("slicer")
+    loaded = imported_heavy_modules(f"""
+        import sys, types
+        import slicer, slicer.util
+        def stub(name, **attrs):
+            module = types.ModuleType(name)
+            module.__dict__.update(attrs)
+            sys.modules[name] = module
+            return module
+        class Base:
+            def __init__(self, *args, **kwargs):
+                pass
+        stub("qt", QTimer=type("QTimer", (), {{"__init__": lambda self: None}}))
+        stub("ctk")
+        stub("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
+        stub("slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls)
+        stub("slicer.ScriptedLoadableModule", ScriptedLoadableModule=Base, ScriptedLoadableModuleLogic=Base,
+             ScriptedLoadableModuleTest=Base, ScriptedLoadableModuleWidget=Base)
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("UADContrastive", {str(MODULE_FILE)!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.UADContrastiveParameterNode.__annotations__["threshold"] is float
+        assert module.UADContrastiveLogic.extSetupModule() is not None  # found ext_setup.py
+    """)
+    assert not any(loaded.values()), loaded
