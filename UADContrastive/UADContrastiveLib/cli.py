@@ -71,7 +71,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--min-size", type=float, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--title", default="Evaluation")
-    p.add_argument("--baseline", action="store_true", help="also score the template z-score baseline")
+    p.add_argument("--notes", default="", help="data set notes for the report (modality, real or synthetic lesions)")
 
 
 def _add_models(sub) -> None:

@@ -93,8 +93,8 @@ def run_models(args) -> int:
         models = list_models()
         if not models:
             print("No models installed.")
-        for model_dir in models:
-            print(_describe(model_dir, read_card(model_dir)))
+        for model in models:
+            print(_describe(model["path"], read_card(model["path"])))
         return 0
     if args.models_command == "info":
         print(json.dumps(read_card(resolve_model(args.name)), indent=2))

@@ -370,7 +370,7 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
         scaler.step(optimizer)
         scaler.update()
         budget.step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         bar.update((1 if budget.max_steps is not None else round(budget.elapsed)) - (0 if budget.max_steps is not None else bar.n))
         if progress:
@@ -519,7 +519,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
             for e, b in zip(ema.buffers(), unet.buffers()):
                 e.copy_(b)
         budget.step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         bar.update((1 if budget.max_steps is not None else round(budget.elapsed)) - (0 if budget.max_steps is not None else bar.n))
         if progress:
@@ -538,14 +538,14 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
             last_ckpt = time.perf_counter()
     bar.close()
     save()
-    result = {}
+    result = {"unet": unet, "ema": ema}
     if dist_.main:
         final_images, final_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("final_slices", 512)), min_fraction)
                                       if val_ids else (val_images, val_brains))
         start = time.perf_counter()
         mae = brain_mae(engine(), final_images, final_brains)
         seconds = time.perf_counter() - start
-        result = {
+        result.update({
             "network": network, "inference": inference, "history": history,
             "steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
             "final_train_loss": float(np.mean(losses[-50:])) if losses else (history[-1]["train_loss"] if history else None),
@@ -555,7 +555,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
                                    "(brain p1 -> 0, p99 -> 1), on evenly spread slices of the validation subjects"},
             "encoder_summary": encoder_summary, "batch_size": int(cfg["batch_size"]) * dist_.world,
             "engine": engine(), "encoder": encoder,
-        }
+        })
     dist_.barrier()
     return result
 
