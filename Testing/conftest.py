@@ -29,3 +29,14 @@ def _limit_threads():
     except ImportError:
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised, checksum-valid model folder (fast; its maps mean nothing)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-test")

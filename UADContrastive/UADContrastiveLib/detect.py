@@ -152,7 +152,8 @@ def write_detection(detection: Detection, folder: Path, detector: Detector, inpu
         mask_model = sitk.GetArrayFromImage(sitk.Resample(
             detection.anomaly_mask, detection.preprocessed.model_input, detection.preprocessed.transform,
             sitk.sitkNearestNeighbor, 0))
-        write_overview_png(arrays["input"], arrays["healthy"], arrays["map"], mask_model, folder / "overview.png")
+        write_overview_png(arrays["input"], arrays["healthy"], arrays["map"], mask_model, folder / "overview.png",
+                           brain=arrays["brain"])
     thresholds = detector.card.get("thresholds") or {}
     report = {
         "input": str(input_path),

@@ -155,6 +155,7 @@ class AnomalyResults:
         self.healthy_node = healthy_node
         self.map_node = map_node
         self.segmentation_node = segmentation_node
+        self._thresholder_cache = None  # (map modification time, ComponentThresholder)
 
     @property
     def report(self) -> dict:
@@ -165,12 +166,18 @@ class AnomalyResults:
         values = geometry.array_from_volume(self.map_node)
         return float(values.min()), float(values.max())
 
-    def _threshold(self, threshold: float, min_size_mm3: float):
-        from UADContrastiveLib.postprocess import threshold_components
+    def _thresholder(self):
+        """One ComponentThresholder per map content: slider moves reuse its crop and labelling."""
+        from UADContrastiveLib.postprocess import ComponentThresholder
 
-        anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
-        mask, components = threshold_components(
-            anomaly_map, float(threshold), float(min_size_mm3), tuple(self.map_node.GetSpacing()))
+        stamp = self.map_node.GetImageData().GetMTime()
+        if self._thresholder_cache is None or self._thresholder_cache[0] != stamp:
+            anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
+            self._thresholder_cache = (stamp, ComponentThresholder(anomaly_map, tuple(self.map_node.GetSpacing())))
+        return self._thresholder_cache[1]
+
+    def _threshold(self, threshold: float, min_size_mm3: float):
+        mask, components = self._thresholder()(float(threshold), float(min_size_mm3))
         total = float(sum(c["volume_ml"] for c in components))
         return mask, ThresholdSummary(len(components), total, list(components))
 
@@ -189,23 +196,21 @@ class AnomalyResults:
         """Write seg.nrrd, NIfTI labelmap, map, healthy reconstruction and report to `folder`.
 
         The labelmap is taken from the segment as it is now, so manual edits are kept.
+        Every file is written atomically (temporary name + rename).
         """
-        import SimpleITK as sitk
+        from UADContrastiveLib.io import write_text, write_volume
+        from UADContrastiveLib.postprocess import threshold_components
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = [write_segmentation_file(self.segmentation_node, folder / "anomaly.seg.nrrd")]
         mask = segments.segment_mask_on_grid(self.segmentation_node, self.map_node)
         mask_image = _sitk_like(mask, self.map_node)
-        sitk.WriteImage(mask_image, str(folder / "anomaly_mask.nii.gz"), True)
-        written.append(folder / "anomaly_mask.nii.gz")
+        written.append(write_volume(mask_image, folder / "anomaly_mask.nii.gz"))
         for node, name in ((self.map_node, "anomaly_map.nii.gz"), (self.healthy_node, "healthy.nii.gz")):
             if node is not None:
-                sitk.WriteImage(geometry.sitk_from_volume(node), str(folder / name), True)
-                written.append(folder / name)
+                written.append(write_volume(geometry.sitk_from_volume(node), folder / name))
         report = self.report
-        from UADContrastiveLib.postprocess import threshold_components
-
         _, components = threshold_components(mask.astype(np.float32), 0.5, 0.0, tuple(self.map_node.GetSpacing()))
         if threshold is not None:
             report["threshold"] = {"value": float(threshold), "method": "chosen in 3D Slicer"}
@@ -214,8 +219,7 @@ class AnomalyResults:
         report["components"] = components
         report["anomalous_volume_ml"] = round(sum(c["volume_ml"] for c in components), 4)
         report["exported_from"] = "3D Slicer (the mask includes any manual edits of the segment)"
-        (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
-        written.append(folder / "report.json")
+        written.append(write_text(json.dumps(report, indent=2, default=float), folder / "report.json"))
         return written
 
 

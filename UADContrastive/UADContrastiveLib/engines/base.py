@@ -46,5 +46,8 @@ def load_engine(model_dir: Path, device: str = "auto") -> Engine:
     if card["engine"] == "contrastive_diffusion":
         from .contrastive_diffusion import ContrastiveDiffusionEngine
         return ContrastiveDiffusionEngine.from_folder(model_dir, card, resolve_device(device))
+    if card["engine"] == "zscore_atlas":
+        from .zscore_atlas import ZScoreAtlasEngine
+        return ZScoreAtlasEngine.from_folder(model_dir)
     raise ModelError(model_dir / "model.json", f"names an unknown engine {card['engine']!r}.",
                      "Update UADContrastive, or use a model made for this version.")

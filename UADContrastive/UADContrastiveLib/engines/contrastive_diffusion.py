@@ -10,6 +10,7 @@ identical across devices up to floating point.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,6 @@ def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> No
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, OSError) as error:
+    except (RuntimeError, KeyError, ValueError, OSError, pickle.UnpicklingError, AttributeError) as error:
         raise ModelError(path, f"could not be loaded as weights for this network ({str(error)[:200]}).",
                          "The model folder may be from another version; reinstall the model.") from None

@@ -1,0 +1,98 @@
+"""`uadc detect` end to end on real scans, outputs read back by other libraries."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+from UADContrastiveLib.cli import main
+from UADContrastiveLib.io import read_volume, same_grid, volume_stem
+
+OUTPUTS = ("healthy.nii.gz", "anomaly_map.nii.gz", "anomaly_mask.nii.gz", "anomaly.seg.nrrd",
+           "brain_mask.nii.gz", "report.json", "overview.png")
+
+
+@pytest.fixture(scope="module")
+def two_scans(shared_data):
+    wml = sorted((shared_data / "lesions" / "wml10").iterdir())[0] / "t1.nii.gz"
+    ixi = sorted((shared_data / "ixi_t1" / "images").iterdir())[0]
+    return [wml, ixi]
+
+
+@pytest.fixture(scope="module")
+def detected(two_scans, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detect")
+    before = [p.read_bytes() for p in two_scans]
+    result = subprocess.run([sys.executable, "-m", "UADContrastiveLib", "detect", *map(str, two_scans),
+                             "--out-dir", str(out), "--model", str(tiny_model), "--json-progress"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.read_bytes() for p in two_scans] == before, "inputs must never be modified"
+    return out, result
+
+
+def test_every_output_on_the_input_grid(detected, two_scans):
+    out, _ = detected
+    for scan in two_scans:
+        folder = out / volume_stem(scan)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)
+        image = read_volume(scan)
+        original = nibabel.load(str(scan))
+        for name in OUTPUTS[:3] + ("brain_mask.nii.gz",):
+            written = sitk.ReadImage(str(folder / name))
+            assert same_grid(written, image), name
+            loaded = nibabel.load(str(folder / name))
+            assert loaded.shape == original.shape[:3]
+            np.testing.assert_allclose(loaded.affine, original.affine, atol=1e-3)
+        assert sitk.ReadImage(str(folder / "healthy.nii.gz")).GetPixelID() == sitk.sitkFloat32
+        assert sitk.ReadImage(str(folder / "anomaly_mask.nii.gz")).GetPixelID() == sitk.sitkUInt8
+        amap = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "anomaly_map.nii.gz")))
+        brain = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "brain_mask.nii.gz"))) > 0
+        assert np.all(amap[~brain] == 0) and amap[brain].max() > 0
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "anomaly_mask.nii.gz")))
+        segmentation = slicerio.read_segmentation(str(folder / "anomaly.seg.nrrd"))
+        segment = slicerio.extract_segments(segmentation, [("Anomaly", 1)])
+        assert segmentation["segments"][0]["name"] == "Anomaly"
+        assert int((segment["voxels"] > 0).sum()) == int(mask.sum())
+        report = json.loads((folder / "report.json").read_text())
+        assert report["threshold"]["method"].startswith("calibrated")
+        assert report["anomalous_volume_ml"] == pytest.approx(
+            mask.sum() * np.prod(image.GetSpacing()) / 1000, rel=1e-3)
+        # outside the brain the healthy image is the input itself
+        healthy = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "healthy.nii.gz")))
+        np.testing.assert_array_equal(healthy[~brain], sitk.GetArrayFromImage(image)[~brain])
+
+
+def test_json_progress_lines(detected):
+    _, result = detected
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    stages = [r["stage"] for r in records]
+    assert "reconstruct" in stages and stages[-1] == "done"
+    assert all(0.0 <= r["fraction"] <= 1.0 for r in records)
+    assert records[-1]["failed"] == 0
+
+
+def test_existing_results_are_not_overwritten(detected, two_scans, tiny_model):
+    out, _ = detected
+    stamp = (out / "t1" / "report.json").stat().st_mtime_ns
+    code = main(["detect", str(two_scans[0]), "--out-dir", str(out), "--model", str(tiny_model)])
+    assert code == 2
+    assert (out / "t1" / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_bad_input_exit_code_and_nothing_written(tmp_path, tiny_model):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    code = main(["detect", str(bad), "--out-dir", str(out), "--model", str(tiny_model)])
+    assert code == 2
+    assert not (out / "bad").exists()
+    summaries = list(out.glob("uadc-detect-summary-*.json"))
+    assert len(summaries) == 1
+    entry = json.loads(summaries[0].read_text())["inputs"][0]
+    assert entry["status"] == "error" and "bad.nii.gz" in entry["error"]
