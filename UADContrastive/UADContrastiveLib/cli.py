@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
 
 from .errors import InputError
@@ -143,7 +145,15 @@ def _dispatch(args) -> int:
     raise AssertionError(args.command)
 
 
+def _exit_on_sigterm(signum, _frame):
+    """Turn SIGTERM (Cancel in Slicer, a job scheduler) into SystemExit, so every `finally`
+    runs and staged outputs are removed instead of left half-written."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

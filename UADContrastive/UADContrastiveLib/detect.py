@@ -21,6 +21,7 @@ from .io import image_like, read_mask, read_volume, volume_stem, write_text, wri
 from .outputs import check_output_root, staged_folder, write_run_summary
 from .preprocess import Preprocessed, preprocess
 from .progress import Progress
+from .quality import assess_registration, check_spacing
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Detection:
     uncertainty: sitk.Image | None
     model_arrays: dict
     timings: dict
+    quality: dict
 
 
 class Detector:
@@ -76,7 +78,10 @@ class Detector:
         timings = {}
         start = time.perf_counter()
         report("preprocess", 0.0, "registration to the template")
+        warnings = check_spacing(image, source)
         pre = preprocess(image, self.template, brain_mask=brain_mask, source=source)
+        quality = assess_registration(pre, self.template, self.card.get("modality", "T1"), source)
+        quality["warnings"] = warnings + quality["warnings"]
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -123,7 +128,7 @@ class Detector:
         report("anomaly map", 1.0)
         arrays = {"input": volume, "healthy": healthy, "map": model_map, "brain": brain}
         return Detection(pre, healthy_image, anomaly_map, anomaly_mask, components, float(threshold), method,
-                         min_size, uncertainty, arrays, timings)
+                         min_size, uncertainty, arrays, timings, quality)
 
     def model_summary(self) -> dict:
         from .zoo import sha256_file
@@ -165,6 +170,8 @@ def write_detection(detection: Detection, folder: Path, detector: Detector, inpu
         "min_size_mm3": detection.min_size_mm3,
         "brain": {"source": detection.preprocessed.brain_source,
                   "volume_ml": detection.preprocessed.summary()["brain_volume_ml"]},
+        "quality": detection.quality,
+        "warnings": detection.quality["warnings"],
         "components": detection.components,
         "anomalous_volume_ml": round(sum(c["volume_ml"] for c in detection.components), 4),
         "preprocessing": detection.preprocessed.summary(),
@@ -213,6 +220,8 @@ def run_detect(args) -> int:
             mask = read_mask(args.brain_mask, image) if args.brain_mask else None
             detection = detector.run(image, mask, threshold, args.min_size,
                                      args.samples if args.uncertainty else 0, staged, source=path)
+            for warning in detection.quality["warnings"]:
+                progress.log(f"uadc: warning: {path}: {warning}")
             staged("write", 0.0)
             with staged_folder(out_root / stem, args.overwrite) as folder:
                 report = write_detection(detection, folder, detector, path, overview=not args.no_overview)

@@ -50,7 +50,11 @@ def staged_folder(final: Path, overwrite: bool = False):
             os.replace(staging, final)
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.replace(staging, final)
+            try:
+                os.replace(staging, final)
+            except OSError:  # a concurrent run renamed its results into place first
+                check_not_present(final, overwrite=False)
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -293,9 +293,15 @@ def _progress_bar(budget: Budget, label: str, enabled: bool):
     if budget.max_steps is not None:
         return tqdm(total=budget.max_steps, initial=budget.step, desc=label, disable=not enabled,
                     mininterval=5.0, unit="step")
-    return tqdm(total=round(budget.seconds or 0), initial=round(budget.elapsed), desc=label,
-                disable=not enabled, mininterval=5.0, unit="s",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s [ETA {remaining}] {postfix}")
+    return tqdm(total=round(budget.seconds or 0), initial=min(round(budget.elapsed), round(budget.seconds or 0)),
+                desc=f"{label} (seconds of budget)", disable=not enabled, mininterval=5.0, unit="s")
+
+
+def _advance(bar, budget: Budget) -> None:
+    if budget.max_steps is not None:
+        bar.update(1)
+    else:
+        bar.update(max(0, min(round(budget.elapsed), bar.total) - bar.n))
 
 
 def _checkpoint_path(config: dict, out_dir: Path, stage: str) -> Path:
@@ -372,7 +378,7 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
         budget.step += 1
         losses.append(float(loss.detach()))
         bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
-        bar.update((1 if budget.max_steps is not None else round(budget.elapsed)) - (0 if budget.max_steps is not None else bar.n))
+        _advance(bar, budget)
         if progress:
             progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
         if budget.step % 20 == 0:
@@ -488,7 +494,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     t_low, t_high = (int(v) for v in cfg.get("t_range", [0, scheduler.num_train_timesteps]))
     p_anomaly = float(cfg.get("latent_from_anomaly_view", 0.0)) if conditioned else 0.0
     views = tuple(config["encoder"].get("anomaly_views") or ("patch_mask", "random_erase", "lesion_blobs"))
-    warmup = 100
+    warmup = max(1, int(cfg.get("warmup_steps", 20)))
     while not dist_.agree(budget.done()):
         images, brains = _batch(data, generator, int(cfg["batch_size"]), device)
         x = augment(images.cpu(), brains.cpu()).to(device)
@@ -521,7 +527,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         budget.step += 1
         losses.append(float(loss.detach()))
         bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
-        bar.update((1 if budget.max_steps is not None else round(budget.elapsed)) - (0 if budget.max_steps is not None else bar.n))
+        _advance(bar, budget)
         if progress:
             progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
         if budget.step % 20 == 0:

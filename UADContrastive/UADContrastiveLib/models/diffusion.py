@@ -26,8 +26,8 @@ from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
 DEFAULT_UNET = {
-    "channels": [16, 32, 64, 64],
-    "attention_levels": [False, False, False, False],
+    "channels": [16, 32, 64],
+    "attention_levels": [False, False, False],
     "num_res_blocks": 1,
     "norm_num_groups": 8,
     "num_head_channels": 32,

@@ -19,7 +19,7 @@ from torch import nn
 DEFAULT_ENCODER = {
     "block": "basic",
     "layers": [1, 1, 1, 1],
-    "block_inplanes": [32, 64, 128, 256],
+    "block_inplanes": [16, 32, 64, 128],
     "latent_dim": 128,
     "projection_dim": 64,
 }
