@@ -1,0 +1,74 @@
+"""The command line's usage errors and progress format; ext_setup's reuse logic."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+
+import pytest
+
+from UADContrastiveLib.cli import EXIT_BAD_INPUT, main
+from UADContrastiveLib.progress import Progress
+
+from conftest import REPO
+
+
+def load_ext_setup():
+    spec = importlib.util.spec_from_file_location("ext_setup", REPO / "ext_setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["detect"]) == EXIT_BAD_INPUT
+    assert main(["no-such-command"]) == EXIT_BAD_INPUT
+    assert main(["detect", "x.nii.gz", "--out-dir", "o", "--threshold", "high"]) == EXIT_BAD_INPUT
+    assert "--threshold must be 'auto' or a number" in capsys.readouterr().err
+
+
+def test_version_exits_0():
+    assert main(["--version"]) == 0
+
+
+def test_json_progress_lines_are_parseable():
+    stream = io.StringIO()
+    progress = Progress(json_lines=True, stream=stream)
+    progress("reconstruct", 0.5, "slice 40/80")
+    progress("reconstruct", 1.7)  # clamped
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines == [{"stage": "reconstruct", "fraction": 0.5, "message": "slice 40/80"},
+                     {"stage": "reconstruct", "fraction": 1.0, "message": ""}]
+
+
+def test_ext_setup_torch_choice_and_fingerprint():
+    ext_setup = load_ext_setup()
+    assert ext_setup.torch_requirement(None) == ["torch==2.13.0"]
+    assert ext_setup.torch_requirement("12.8")[-1].endswith("/whl/cu128")
+    # the fingerprint decides whether a second run skips pip: it must track extras and flavour
+    assert ext_setup.setup_fingerprint("test", None) == ext_setup.setup_fingerprint("test", None)
+    assert ext_setup.setup_fingerprint("test", None) != ext_setup.setup_fingerprint("demo", None)
+    assert ext_setup.setup_fingerprint("test", None) != ext_setup.setup_fingerprint("test", "12.8")
+
+
+def test_ext_setup_lists_runtime_requirements_pinned_like_pyproject():
+    ext_setup = load_ext_setup()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for requirement in ext_setup.RUNTIME_REQUIREMENTS.values():
+        assert f'"{requirement}"' in pyproject, requirement
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout")
+def test_ext_setup_second_run_reuses_the_venv(tmp_path, monkeypatch):
+    ext_setup = load_ext_setup()
+    monkeypatch.setattr(ext_setup, "VENV", tmp_path / ".venv")
+    monkeypatch.setattr(ext_setup, "STAMP", tmp_path / ".venv" / ".uadc-setup.json")
+    calls = []
+    monkeypatch.setattr(ext_setup, "run", lambda cmd, **kw: calls.append(cmd))
+    ext_setup.ensure_venv("test", None)
+    assert len(calls) == 2  # torch, then the project
+    ext_setup.ensure_venv("test", None)
+    assert len(calls) == 2  # nothing reinstalled
+    ext_setup.ensure_venv("test", "12.8")
+    assert len(calls) == 4  # a different torch flavour reinstalls
