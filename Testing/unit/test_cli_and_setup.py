@@ -7,11 +7,9 @@ import json
 import sys
 
 import pytest
-
+from conftest import REPO
 from UADContrastiveLib.cli import EXIT_BAD_INPUT, main
 from UADContrastiveLib.progress import Progress
-
-from conftest import REPO
 
 
 def load_ext_setup():
