@@ -56,7 +56,7 @@ def torch_requirement(cuda: str | None) -> list[str]:
 
 
 def setup_fingerprint(extras: str, cuda: str | None) -> str:
-    text = (REPO / "pyproject.toml").read_text() + extras + str(cuda) + TORCH_VERSION
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8") + extras + str(cuda) + TORCH_VERSION
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -72,7 +72,7 @@ def ensure_venv(extras: str, cuda: str | None) -> Path:
         venv.EnvBuilder(with_pip=True).create(VENV)
     python = venv_python()
     fingerprint = setup_fingerprint(extras, cuda)
-    if STAMP.exists() and json.loads(STAMP.read_text()).get("fingerprint") == fingerprint:
+    if STAMP.exists() and json.loads(STAMP.read_text(encoding="utf-8")).get("fingerprint") == fingerprint:
         print(f"{VENV} is up to date (delete {STAMP.name} to force a reinstall)", flush=True)
         return python
     run([python, "-m", "pip", "install", "--quiet", *torch_requirement(cuda)])

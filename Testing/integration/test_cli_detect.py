@@ -59,7 +59,7 @@ def test_every_output_on_the_input_grid(detected, two_scans):
         segment = slicerio.extract_segments(segmentation, [("Anomaly", 1)])
         assert segmentation["segments"][0]["name"] == "Anomaly"
         assert int((segment["voxels"] > 0).sum()) == int(mask.sum())
-        report = json.loads((folder / "report.json").read_text())
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         assert report["threshold"]["method"].startswith("calibrated")
         assert report["anomalous_volume_ml"] == pytest.approx(
             mask.sum() * np.prod(image.GetSpacing()) / 1000, rel=1e-3)
@@ -94,5 +94,5 @@ def test_bad_input_exit_code_and_nothing_written(tmp_path, tiny_model):
     assert not (out / "bad").exists()
     summaries = list(out.glob("uadc-detect-summary-*.json"))
     assert len(summaries) == 1
-    entry = json.loads(summaries[0].read_text())["inputs"][0]
+    entry = json.loads(summaries[0].read_text(encoding="utf-8"))["inputs"][0]
     assert entry["status"] == "error" and "bad.nii.gz" in entry["error"]

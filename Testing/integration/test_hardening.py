@@ -52,7 +52,7 @@ def test_concurrent_runs_into_one_folder(ixi_scan, tiny_model, tmp_path):
     names = only_final_entries(tmp_path)
     stem = ixi_scan.name[: -len(".nii.gz")]
     assert stem in names and len([n for n in names if n.startswith("uadc-detect-summary")]) == 2
-    report = json.loads((tmp_path / stem / "report.json").read_text())
+    report = json.loads((tmp_path / stem / "report.json").read_text(encoding="utf-8"))
     assert report["input"] == str(ixi_scan)
     assert len(list((tmp_path / stem).iterdir())) == 7
 
@@ -90,7 +90,7 @@ def test_wrong_modality_is_warned_in_the_report(shared_data, tiny_model, tmp_pat
     case = shared_data / "lesions" / "brats2013" / "brats_2013_pat0001_1"
     assert main(["detect", str(case / "flair.nii.gz"), "--out-dir", str(tmp_path), "--model", str(tiny_model),
                  "--no-overview"]) == 0
-    report = json.loads((tmp_path / "flair" / "report.json").read_text())
+    report = json.loads((tmp_path / "flair" / "report.json").read_text(encoding="utf-8"))
     assert any("does not look T1-weighted" in w for w in report["warnings"])
 
 

@@ -278,7 +278,7 @@ def test_exported_seg_nrrd_reads_back_with_identical_geometry(scene, input_node,
     np.testing.assert_allclose(labelmap.GetOrigin(), ORIGIN, atol=1e-4)
     np.testing.assert_allclose(np.reshape(labelmap.GetDirection(), (3, 3)), oblique_lps_direction(), atol=1e-4)
 
-    report = json.loads((tmp_path / "export" / "report.json").read_text())
+    report = json.loads((tmp_path / "export" / "report.json").read_text(encoding="utf-8"))
     assert report["threshold"]["value"] == 1.5
     assert len(report["components"]) == 1 and report["components"][0]["voxels"] == 27
 

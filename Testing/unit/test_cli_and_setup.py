@@ -52,7 +52,7 @@ def test_ext_setup_torch_choice_and_fingerprint():
 
 def test_ext_setup_lists_runtime_requirements_pinned_like_pyproject():
     ext_setup = load_ext_setup()
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     for requirement in ext_setup.RUNTIME_REQUIREMENTS.values():
         assert f'"{requirement}"' in pyproject, requirement
 

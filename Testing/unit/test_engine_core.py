@@ -199,7 +199,7 @@ def test_load_engine_verifies_checksums_and_weights_only(tmp_path):
         zoo.verify_model(folder)
     # a pickled object (not a state dict of tensors) is refused by weights_only loading
     torch.save({"evil": ModelError}, folder / "unet.pt")
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     card["files"]["unet.pt"] = zoo.sha256_file(folder / "unet.pt")
     (folder / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="unet.pt"):

@@ -66,6 +66,13 @@ def test_train_all_writes_verified_model_folder(tmp_path):
     volume = np.load(tmp_path / "cache" / "S2.npz")
     recon = engine.reconstruct(volume["volume"], volume["brain"])
     assert recon.shape == volume["volume"].shape
+    # a model folder can also be exported from the last checkpoint (EMA weights)
+    trained = torch.load(tmp_path / "model" / "unet.pt", weights_only=True)
+    exported = T.export_checkpoint(cfg, tmp_path / "model", ["S0", "S1"], ["S2"], 4)
+    card2 = zoo.verify_model(exported)
+    assert card2["training"]["diffusion"]["steps"] == 4 and "checkpoint" in card2["status"]
+    again = torch.load(exported / "unet.pt", weights_only=True)
+    assert all(torch.equal(trained[k], again[k]) for k in trained)  # the same EMA weights
 
 
 def test_resume_equals_uninterrupted_training(tmp_path):

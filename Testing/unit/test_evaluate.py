@@ -103,7 +103,7 @@ def test_report_files(tmp_path):
         table = list(csv.DictReader(handle))
     assert [r["id"] for r in table] == ["case0", "case1", "case2"]
     assert float(table[0]["dice"]) == pytest.approx(rows[0]["dice"])
-    document = json.loads(paths["json"].read_text())
+    document = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert document["cases"][2]["auprc"] is None
     wml = document["summary"]["wml10"]
     dice_values = [rows[0]["dice"], rows[1]["dice"]]
@@ -111,7 +111,7 @@ def test_report_files(tmp_path):
     assert wml["dice"]["sd"] == pytest.approx(np.std(dice_values, ddof=1))
     assert wml["detection_by_size"]["0.1-1 mL"] == {"lesions": 2, "detected": 2, "rate": 1.0}
     assert document["summary"]["brats"]["auprc"]["n"] == 0
-    report = paths["report"].read_text()
+    report = paths["report"].read_text(encoding="utf-8")
     assert "# Test evaluation" in report and "real WML, T1" in report
     assert f"{np.mean(dice_values):.3f} ±" in report
     assert "| case2 | brats |" in report and "![" in report

@@ -47,7 +47,7 @@ def poll_until_finished(run: process.DetectionRun, timeout: float = 20.0) -> lis
 def pid_alive(pid: int) -> bool:
     """Running (zombies count as dead: a container's PID 1 may never reap them)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -28,7 +28,7 @@ def ui_widgets() -> dict[str, ET.Element]:
 
 
 def module_tree() -> ast.Module:
-    return ast.parse(MODULE_FILE.read_text())
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
 
 
 def string_constant(tree: ast.Module, name: str):
@@ -55,7 +55,7 @@ def test_ui_parses_and_its_top_widget_is_a_mrml_widget():
 
 
 def test_every_ui_widget_used_by_the_code_exists():
-    source = MODULE_FILE.read_text()
+    source = MODULE_FILE.read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     used |= set(string_constant(module_tree(), "PRESET_BUTTONS"))  # reached through getattr
     missing = sorted(used - set(ui_widgets()))
@@ -99,7 +99,7 @@ def test_every_node_selector_receives_the_scene():
 
 
 def test_module_metadata_has_category_and_citation():
-    source = MODULE_FILE.read_text()
+    source = MODULE_FILE.read_text(encoding="utf-8")
     assert re.search(r'categories = \[translate\("qSlicerAbstractCoreModule", "Segmentation"\)\]', source)
     assert "Patrício" in source and "2025" in source
     assert "acknowledgementText" in source
@@ -124,7 +124,7 @@ def test_module_file_imports_nothing_heavy_at_load_time():
 
 # ----------------------------------------------------------------------------- CMake
 def cmake_list(variable: str) -> list[str]:
-    text = CMAKE_FILE.read_text()
+    text = CMAKE_FILE.read_text(encoding="utf-8")
     match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
     assert match, f"{variable} not set in {CMAKE_FILE}"
     return match.group(1).split()
@@ -150,7 +150,7 @@ def test_cmake_lists_every_python_file_and_resource():
 
 
 def test_cmake_builds_the_scripted_module_with_its_lists():
-    text = CMAKE_FILE.read_text()
+    text = CMAKE_FILE.read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in text
     assert "SCRIPTS ${MODULE_PYTHON_SCRIPTS}" in text and "RESOURCES ${MODULE_PYTHON_RESOURCES}" in text
     assert "file(GLOB" not in text

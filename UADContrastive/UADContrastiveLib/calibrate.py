@@ -50,7 +50,7 @@ def detect_maps(detector, scans, progress, stage="detect"):
 
 def update_card(model_dir: Path, thresholds: dict) -> None:
     card_path = Path(model_dir) / "model.json"
-    card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text(encoding="utf-8"))
     card["thresholds"] = thresholds
     write_text(json.dumps(card, indent=2), card_path)
 

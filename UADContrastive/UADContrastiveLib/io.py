@@ -36,7 +36,7 @@ def volume_stem(path: str | Path) -> str:
 def available_memory_bytes() -> int:
     """Memory available to this process now (MemAvailable on Linux, physical size elsewhere)."""
     with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     with contextlib.suppress(AttributeError, ValueError, OSError):
@@ -243,5 +243,5 @@ def write_volume(image: sitk.Image, path: str | Path, compress: bool = True) -> 
 def write_text(text: str, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return path

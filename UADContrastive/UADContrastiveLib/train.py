@@ -247,6 +247,7 @@ def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], c
 
     rng = np.random.default_rng(seed)
     scores, labels, healthy = [], [], []
+    slice_count = 0
     for subject_id in ids:
         volume, brain = slice_cache.load_subject(subject_id, cache_dir)
         lesioned, lesion = insert_synthetic_lesions(volume, brain, rng, count=lesions)
@@ -255,6 +256,7 @@ def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], c
         if len(keep) == 0:
             continue
         sub_brain = brain[keep]
+        slice_count += len(keep)
         recon = engine.reconstruct(lesioned[keep], sub_brain)
         residual = np.abs(lesioned[keep] - recon)
         scores.append(residual[sub_brain])
@@ -264,7 +266,7 @@ def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], c
     return {"auprc": round(average_precision(scores_all, labels_all), 4),
             "lesion_voxel_share": round(float(labels_all.mean()), 4),
             "healthy_residual_mean": round(float(np.mean(healthy)), 4),
-            "subjects": len(scores), "slices_with_lesion_voxels": int(sum(len(s) > 0 for s in scores)),
+            "subjects": len(scores), "slices": slice_count,
             "test": "held-out IXI validation subjects with synthetic 3D lesions (insert_synthetic_lesions, "
                     f"{lesions} per volume, seed {seed}); voxels inside the brain of slices holding lesion"}
 
@@ -345,23 +347,25 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
     ckpt = _checkpoint_path(config, out_dir, "encoder")
     log_path = ckpt.with_name("encoder_log.jsonl") if dist_.main else None
     budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
+    losses: list[float] = []
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         encoder.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
         budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
+        losses = list(state.get("recent_losses", []))
     encoder.train()
 
     def save():
         rng = _gather(_rng_state(generator, augment), dist_)
         if dist_.main:
             _save_atomic({"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "step": budget.step,
-                          "elapsed": budget.elapsed, "rng": rng, "config": cfg}, ckpt)
+                          "elapsed": budget.elapsed, "rng": rng, "config": cfg,
+                          "recent_losses": losses[-50:]}, ckpt)
 
     bar = _progress_bar(budget, "encoder", dist_.main)
     last_ckpt = time.perf_counter()
-    losses = []
     while not dist_.agree(budget.done()):
         images, brains = _batch(data, generator, int(cfg["batch_size"]), device)
         view1 = augment(images.cpu(), brains.cpu()).to(device)
@@ -430,6 +434,10 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     encoder_summary = {}
     if conditioned and encoder is None:
         encoder, encoder_summary = _load_pretrained_encoder(config, out_dir, device)
+    elif conditioned:
+        final = _checkpoint_path(config, out_dir, "encoder").with_name("encoder_final.pt")
+        if final.exists():
+            encoder_summary = torch.load(final, map_location="cpu", weights_only=False).get("summary", {})
     if not conditioned:
         encoder = None
     unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
@@ -459,6 +467,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     log_path = ckpt.with_name("diffusion_log.jsonl") if dist_.main else None
     budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
     history: list[dict] = []
+    losses: list[float] = []
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         unet.load_state_dict(state["model"])
@@ -468,6 +477,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
         budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
+        losses = list(state.get("recent_losses", []))
         history = state.get("history", [])
         encoder_summary = state.get("encoder_summary", encoder_summary)
     unet.train()
@@ -485,11 +495,11 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
             _save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                           "encoder": encoder.state_dict() if train_encoder_too else None,
                           "step": budget.step, "elapsed": budget.elapsed, "rng": rng, "history": history,
-                          "encoder_summary": encoder_summary, "config": cfg}, ckpt)
+                          "encoder_summary": encoder_summary, "config": cfg,
+                          "recent_losses": losses[-50:]}, ckpt)
 
     bar = _progress_bar(budget, "diffusion", dist_.main)
     last_ckpt = last_val = time.perf_counter()
-    losses = []
     decay = float(cfg.get("ema", 0.995))
     t_low, t_high = (int(v) for v in cfg.get("t_range", [0, scheduler.num_train_timesteps]))
     p_anomaly = float(cfg.get("latent_from_anomaly_view", 0.0)) if conditioned else 0.0
@@ -544,7 +554,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
             last_ckpt = time.perf_counter()
     bar.close()
     save()
-    result = {"unet": unet, "ema": ema}
+    result = {"unet": unet, "ema": ema, "world_size": dist_.world}
     if dist_.main:
         final_images, final_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("final_slices", 512)), min_fraction)
                                       if val_ids else (val_images, val_brains))
@@ -610,6 +620,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
             "subjects": {"train": train_ids, "validation": val_ids},
             "wall_time_minutes": round(wall_seconds / 60, 1),
             "hardware": _hardware(device),
+            "processes": result.get("world_size", 1),
             "torch": torch.__version__,
             "encoder": result.get("encoder_summary"),
             "diffusion": {"steps": result["steps"], "minutes": result["minutes"], "batch_size": result["batch_size"],
@@ -631,6 +642,46 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], val_ids: list[str],
+                      validation_slices_count: int = 64, device: str = "cpu") -> Path:
+    """Write a model folder from the current diffusion checkpoint (EMA weights) of a run that is
+    still going or was interrupted; validation figures on `validation_slices_count` slices."""
+    device_ = torch.device(device)
+    cfg = config["diffusion"]
+    ckpt = _checkpoint_path(config, Path(out_dir), "diffusion")
+    state = torch.load(ckpt, map_location=device_, weights_only=False)
+    conditioned = bool(cfg.get("conditioned", True))
+    encoder = None
+    if conditioned:
+        encoder, _ = _load_pretrained_encoder(config, Path(out_dir), device_)
+        if state.get("encoder") is not None:
+            encoder.load_state_dict(state["encoder"])
+    unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
+    unet = build_unet(unet_cfg)
+    unet.load_state_dict(state["ema"])
+    network = {"conditioned": conditioned, "unet": unet_cfg, "schedule": cfg["network"].get("schedule"),
+               "encoder": config["encoder"]["network"] if conditioned else None}
+    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    engine = ContrastiveDiffusionEngine(unet, encoder.eval() if encoder is not None else None, network, inference, device_)
+    images, brains = validation_slices(val_ids, config.get("cache_dir"), validation_slices_count,
+                                       float(config["min_slice_fraction"]))
+    start = time.perf_counter()
+    mae = brain_mae(engine, images, brains)
+    seconds = time.perf_counter() - start
+    losses = state.get("recent_losses") or []
+    result = {"network": network, "inference": inference, "history": state.get("history", []),
+              "steps": state["step"], "minutes": round(state["elapsed"] / 60, 2),
+              "final_train_loss": float(np.mean(losses)) if losses else None,
+              "validation": {"brain_mae": round(mae, 5), "slices": len(images),
+                             "seconds_per_slice": round(seconds / max(1, len(images)), 4),
+                             "what": "mean |x - reconstruction| inside the brain, normalised intensities "
+                                     "(brain p1 -> 0, p99 -> 1), on evenly spread slices of the validation subjects"},
+              "encoder_summary": state.get("encoder_summary", {}), "batch_size": None,
+              "engine": engine, "world_size": None}
+    return write_model_folder(Path(out_dir), config, result, train_ids, val_ids, device_, state["elapsed"],
+                              {"status": f"exported from a training checkpoint at step {state['step']}"})
 
 
 # ---------------------------------------------------------------------- entry points

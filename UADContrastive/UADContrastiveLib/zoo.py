@@ -32,7 +32,7 @@ def read_card(model_dir: str | Path) -> dict:
         raise ModelError(path, "is missing: this folder is not a model.",
                          "Point to a folder holding model.json and its weight files.")
     try:
-        card = json.loads(path.read_text())
+        card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelError(path, f"is not a valid model card ({error}).") from None
     if not isinstance(card, dict) or not isinstance(card.get("files"), dict) or "engine" not in card:

@@ -252,7 +252,7 @@ def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None
     import SimpleITK as sitk
 
     result_dir = Path(result_dir)
-    report = json.loads((result_dir / "report.json").read_text())
+    report = json.loads((result_dir / "report.json").read_text(encoding="utf-8"))
     base = input_node.GetName()
     healthy_node = get_or_create_node(scene, healthy_node, "vtkMRMLScalarVolumeNode", f"{base} healthy")
     map_node = get_or_create_node(scene, map_node, "vtkMRMLScalarVolumeNode", f"{base} anomaly map")
