@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -21,7 +22,16 @@ def calibrated(shared_data, tiny_model, tmp_path_factory):
     scans = sorted((shared_data / "ixi_t1" / "images").iterdir())[2:4]
     for scan in scans:
         (healthy / scan.name).symlink_to(scan)
-    assert main(["calibrate", "--model", str(model), "--healthy", str(healthy), "--min-size", "0"]) == 0
+    previous = os.environ.get("UADC_SLICE_CACHE")
+    os.environ["UADC_SLICE_CACHE"] = str(root / "slice-cache")
+    try:
+        assert main(["calibrate", "--model", str(model), "--residual-stats", str(shared_data / "ixi_t1"),
+                     "--residual-subjects", "2", "--healthy", str(healthy), "--min-size", "0"]) == 0
+    finally:
+        if previous is None:
+            os.environ.pop("UADC_SLICE_CACHE")
+        else:
+            os.environ["UADC_SLICE_CACHE"] = previous
     return model, scans, root
 
 
@@ -32,7 +42,10 @@ def test_card_holds_ordered_thresholds(calibrated):
     assert values["fpr_1%"] < values["fpr_0.5%"] < values["fpr_0.1%"]
     assert thresholds["default"] == "fpr_0.5%"
     assert thresholds["healthy_scans"] == [s.name for s in scans]
-    assert main(["models", "verify", "--model", str(model)]) == 0  # the card edit keeps weights intact
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    assert "residual_stats.npz" in card["files"] and card["postprocess"]["polarity"] == "positive"
+    assert len(card["residual_stats"]["subjects"]) == 2
+    assert main(["models", "verify", "--model", str(model)]) == 0  # the card lists the new file's sha256
 
 
 def test_flagged_fraction_on_the_calibration_scans(calibrated):

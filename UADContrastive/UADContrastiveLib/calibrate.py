@@ -48,21 +48,47 @@ def detect_maps(detector, scans, progress, stage="detect"):
     return results
 
 
-def update_card(model_dir: Path, thresholds: dict) -> None:
+def update_card(model_dir: Path, **entries) -> dict:
+    """Replace top-level entries of the model card (atomically); returns the new card."""
     card_path = Path(model_dir) / "model.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    card["thresholds"] = thresholds
+    card.update(entries)
     write_text(json.dumps(card, indent=2), card_path)
+    return card
+
+
+def fit_residual_stats(detector, data: Path, count: int, progress) -> None:
+    """Healthy residual statistics from `count` IXI TRAINING subjects, stored in the model folder."""
+    from .residual_stats import STATS_FILE, compute_residual_stats, save_residual_stats
+    from .slice_cache import build_cache, load_subject
+    from .zoo import sha256_file
+
+    training, _ = split(ixi_subjects(Path(data)))
+    subjects = training[:count]
+    ids = build_cache(subjects, template=detector.template,
+                      progress=lambda done, total, _id: progress("residual stats: preprocess", done / total, _id))
+    mean, sd = compute_residual_stats(detector.engine, (load_subject(i) for i in ids),
+                                      progress=lambda f: progress("residual stats: reconstruct", f))
+    path = save_residual_stats(detector.model_dir, mean, sd)
+    card = detector.card
+    files = {**card["files"], STATS_FILE: sha256_file(path)}
+    postprocess = {**card.get("postprocess", {}), "polarity": "positive"}
+    note = {"subjects": ids, "rule": "first IXI training subjects by id; |x - x_hat| mean and sd per model-grid voxel"}
+    update_card(detector.model_dir, files=files, postprocess=postprocess, residual_stats=note)
 
 
 def run_calibrate(args) -> int:
     from .detect import Detector
     from .postprocess import dice_optimal_threshold, healthy_fpr_thresholds
 
-    if not args.healthy and not args.labelled:
-        raise InputError(None, "give --healthy DIR (healthy FPR rule) and/or --labelled CSV (Dice-optimal rule).")
+    if not (args.healthy or args.labelled or args.residual_stats):
+        raise InputError(None, "give --residual-stats IXI_DIR, --healthy DIR (healthy FPR rule) "
+                         "and/or --labelled CSV (Dice-optimal rule).")
     progress = Progress()
     detector = Detector(args.model, args.device)
+    if args.residual_stats:
+        fit_residual_stats(detector, Path(args.residual_stats), args.residual_subjects, progress)
+        detector = Detector(args.model, args.device)  # reload: the maps are z-scores from now on
     min_size = detector.default_min_size() if args.min_size is None else args.min_size
     card_thresholds = dict(detector.card.get("thresholds") or {})
     values = dict(card_thresholds.get("values", {}))
@@ -91,7 +117,7 @@ def run_calibrate(args) -> int:
         card_thresholds.setdefault("default", "dice_optimal")
     card_thresholds.update({"values": values, "min_size_mm3": min_size,
                             "calibrated_s": round(time.perf_counter() - start, 1)})
-    update_card(detector.model_dir, card_thresholds)
+    update_card(detector.model_dir, thresholds=card_thresholds)
     progress.close()
     print(json.dumps(card_thresholds["values"], indent=2))
     return 0

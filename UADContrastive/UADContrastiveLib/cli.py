@@ -59,6 +59,9 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--healthy", help="folder of healthy scans (or the IXI folder: its validation split is used)")
     p.add_argument("--labelled", help="CSV (id,image,lesion_mask[,brain_mask]) for the Dice-optimal rule")
+    p.add_argument("--residual-stats", metavar="IXI_DIR",
+                   help="first fit healthy residual statistics on IXI training subjects (maps become z-scores)")
+    p.add_argument("--residual-subjects", type=int, default=20, help="training subjects for --residual-stats")
     p.add_argument("--min-size", type=float, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--limit", type=int, default=None, help="use at most this many scans")

@@ -22,6 +22,7 @@ from .outputs import check_output_root, staged_folder, write_run_summary
 from .preprocess import Preprocessed, preprocess
 from .progress import Progress
 from .quality import assess_registration, check_spacing
+from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Detector:
         self.engine = load_engine(self.model_dir, self.device)
         self.template = load_template()
         self.postprocess = PostprocessConfig.from_dict(self.card.get("postprocess", {}))
+        # files listed in the card were checked against their sha256 by load_engine
+        self.residual_stats = load_residual_stats(self.model_dir) if STATS_FILE in self.card["files"] else None
 
     def default_threshold(self) -> tuple[float, str]:
         thresholds = self.card.get("thresholds") or {}
@@ -99,6 +102,8 @@ class Detector:
         start = time.perf_counter()
         report("anomaly map", 0.0)
         residual = self.engine.residual(volume, healthy) if hasattr(self.engine, "residual") else volume - healthy
+        if self.residual_stats is not None:
+            residual = residual_zscore(residual, self.residual_stats)
         model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
         brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
         anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map))
