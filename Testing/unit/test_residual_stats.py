@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from UADContrastiveLib.residual_stats import (
     SD_FLOOR,
     compute_residual_stats,

@@ -1,0 +1,42 @@
+"""The shipped model, end to end through `uadc demo` (the README's first command).
+
+The demo volume comes from the nilearn wheel, so this runs on a fresh clone too.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+from UADContrastiveLib.cli import main
+from UADContrastiveLib.io import same_grid
+from UADContrastiveLib.zoo import DEFAULT_MODEL, read_card, resolve_model
+
+MIN_DEMO_DICE = 0.4
+
+
+def test_shipped_model_card_is_complete_and_verified():
+    model = resolve_model(DEFAULT_MODEL)
+    assert main(["models", "verify", "--model", str(model)]) == 0
+    card = read_card(model)
+    for key in ("name", "version", "engine", "modality", "template", "model_grid", "training", "validation",
+                "thresholds", "files"):
+        assert key in card, key
+    assert card["modality"] == "T1" and card["engine"] == "contrastive_diffusion"
+    assert set(card["thresholds"]["values"]) >= {"fpr_1%", "fpr_0.5%", "fpr_0.1%"}
+    assert sum((model / name).stat().st_size for name in card["files"]) < 25 * 1024**2
+
+
+def test_demo_finds_the_inserted_lesion(tmp_path):
+    assert main(["demo", "--out-dir", str(tmp_path)]) == 0
+    folder = tmp_path / "mni152_demo"
+    summary = json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
+    assert summary["found"]["lesion_detected"]
+    assert summary["found"]["dice"] >= MIN_DEMO_DICE, summary
+    truth = sitk.ReadImage(str(folder / "demo_lesion_truth.nii.gz"))
+    mask = sitk.ReadImage(str(folder / "anomaly_mask.nii.gz"))
+    assert same_grid(mask, truth)
+    found, lesion = sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(truth) > 0
+    # most of what is flagged is the lesion: the healthy rest of the brain stays quiet
+    assert (found & lesion).sum() / max(found.sum(), 1) > 0.3
+    assert np.isclose(summary["found"]["dice"], 2 * (found & lesion).sum() / (found.sum() + lesion.sum()), atol=1e-3)
