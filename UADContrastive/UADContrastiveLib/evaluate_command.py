@@ -28,7 +28,7 @@ def run_evaluate(args) -> int:
     out_dir = check_output_root(Path(args.out_dir))
     detector = Detector(args.model, args.device)
     threshold = parse_threshold(args.threshold)
-    rows = []
+    rows, failures = [], []
     for index, case in enumerate(cases):
         start = time.perf_counter()
         image = read_volume(case["image"])
@@ -38,13 +38,23 @@ def run_evaluate(args) -> int:
         def report(_stage, fraction, _message="", done=index, name=case["id"]):
             progress("evaluate", (done + fraction) / len(cases), name)
 
-        detection = detector.run(image, brain_mask, threshold, args.min_size, progress=report, source=case["image"])
+        try:
+            detection = detector.run(image, brain_mask, threshold, args.min_size, progress=report,
+                                     source=case["image"])
+        except InputError as error:  # one refused case must not lose the others' figures
+            progress.log(f"uadc: error: {error}")
+            failures.append({"id": case["id"], "error": str(error)})
+            continue
         brain = sitk.GetArrayFromImage(detection.preprocessed.brain_mask_input) > 0
         row = evaluate_case(sitk.GetArrayFromImage(detection.anomaly_map), lesion, brain, detection.threshold,
                             image.GetSpacing(), detection.min_size_mm3)
         rows.append({"id": case["id"], "dataset": case.get("dataset") or Path(args.cases).stem,
                      "model": detector.card.get("name"), "seconds": round(time.perf_counter() - start, 1), **row})
     progress.close()
-    write_evaluation_report(rows, out_dir, args.title, args.notes or f"cases from {args.cases}")
-    print(f"wrote metrics.csv, metrics.json, report.md to {out_dir}")
-    return 0
+    notes = args.notes or f"cases from {args.cases}"
+    if failures:
+        notes += " Refused cases (not in the figures): " + "; ".join(f"{f['id']}: {f['error']}" for f in failures)
+    if rows:
+        write_evaluation_report(rows, out_dir, args.title, notes)
+        print(f"wrote metrics.csv, metrics.json, report.md to {out_dir}")
+    return 2 if failures else 0
