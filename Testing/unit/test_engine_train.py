@@ -9,7 +9,6 @@ import os
 import socket
 
 import numpy as np
-import pytest
 import torch
 import torch.multiprocessing as mp
 from UADContrastiveLib import train as T
@@ -117,14 +116,6 @@ def test_ddp_two_processes_keep_parameters_identical(tmp_path):
     torch.manual_seed(int(cfg.get("seed", 0)) + 1)
     initial = T.build_unet({**cfg["diffusion"]["network"]["unet"], "latent_dim": 0}).state_dict()
     assert not all(torch.equal(r0[k], initial[k]) for k in r0)  # it trained
-
-
-@pytest.mark.parametrize("scores,labels,expected", [
-    ([0.9, 0.8, 0.1, 0.05], [1, 1, 0, 0], 1.0),
-    ([0.9, 0.8, 0.7, 0.1], [0, 1, 0, 1], (0.5 + 0.5) / 2),
-])
-def test_average_precision(scores, labels, expected):
-    assert T.average_precision(np.array(scores), np.array(labels)) == pytest.approx(expected)
 
 
 def test_config_file_loads_and_merges(tmp_path):

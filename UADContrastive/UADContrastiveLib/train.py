@@ -224,26 +224,12 @@ def brain_mae(engine: ContrastiveDiffusionEngine, images: torch.Tensor, brains: 
     return float((images - recon).abs()[inside].mean())
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve (step-wise average precision, as sklearn)."""
-    labels = labels.astype(bool).ravel()
-    if not labels.any():
-        return float("nan")
-    order = np.argsort(-scores.ravel(), kind="stable")
-    sorted_scores, sorted_labels = scores.ravel()[order], labels[order]
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    tp = np.cumsum(sorted_labels)[distinct]
-    fp = distinct + 1 - tp
-    precision = tp / (tp + fp)
-    recall = tp / labels.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
 def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], cache_dir=None,
                            seed: int = 0, min_fraction: float = 0.15, lesions: int = 3) -> dict:
     """AUPRC of |x - recon| inside the brain on validation volumes with synthetic 3D lesions
     (corruptions.insert_synthetic_lesions), over the slices of each volume holding a lesion."""
     from .corruptions import insert_synthetic_lesions
+    from .metrics import auprc
 
     rng = np.random.default_rng(seed)
     scores, labels, healthy = [], [], []
@@ -263,7 +249,7 @@ def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], c
         labels.append(lesion[keep][sub_brain])
         healthy.append(residual[sub_brain & ~lesion[keep]].mean())
     scores_all, labels_all = np.concatenate(scores), np.concatenate(labels)
-    return {"auprc": round(average_precision(scores_all, labels_all), 4),
+    return {"auprc": round(auprc(scores_all, labels_all), 4),
             "lesion_voxel_share": round(float(labels_all.mean()), 4),
             "healthy_residual_mean": round(float(np.mean(healthy)), 4),
             "subjects": len(scores), "slices": slice_count,
