@@ -77,7 +77,7 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
         "method": "voxel-wise z-score against a healthy atlas (baseline)",
         "template": "ixi-head-2mm", "model_grid": ModelGrid().to_dict(),
         "training": {"subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1)},
-        "postprocess": {"polarity": "absolute"},
+        "postprocess": {"polarity": "absolute", "normalise_percentile": 95.0},
         "files": {ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
     }
     write_text(json.dumps(card, indent=2), out_dir / CARD)
