@@ -70,7 +70,8 @@ def main() -> None:
         axis = figure.add_axes([0.28 + index * 0.36, 0.04, 0.35, 0.86])
         axis.imshow(volume[z], cmap="gray", vmin=low, vmax=high)
         if overlay:
-            shown = np.ma.masked_where(amap[z] <= 0, amap[z])
+            # like a Slicer foreground with a lower window: only scores near the threshold are coloured
+            shown = np.ma.masked_where(amap[z] < 0.5 * report["threshold"]["value"], amap[z])
             axis.imshow(shown, cmap="inferno", alpha=0.55, vmin=0, vmax=float(np.percentile(amap[amap > 0], 99.9)))
             if mask[z].any():
                 axis.contour(mask[z], levels=[0.5], colors="#50fa7b", linewidths=1.2)
