@@ -89,10 +89,17 @@ def check_round_trip(result, input_path, tmp_path):
     brain = np.argwhere(sitk.GetArrayViewFromImage(result.brain_mask_input) > 0)
     rng = np.random.default_rng(0)
     inverse = result.transform.GetInverse()
-    for k, j, i in brain[rng.choice(len(brain), 50, replace=False)]:
+    model = result.model_input
+    checked = 0
+    for k, j, i in brain[rng.choice(len(brain), 200, replace=False)]:
         point = np.array(inverse.TransformPoint(image.TransformIndexToPhysicalPoint((int(i), int(j), int(k)))))
+        index = np.array(model.TransformPhysicalPointToContinuousIndex(point.tolist()))
+        if np.any(index < 1) or np.any(index > np.array(model.GetSize()) - 2):
+            continue  # at the box's rim linear interpolation has one-sided neighbours
         expected = point[0] + 2 * point[1] + 3 * point[2]
         assert array[k, j, i] == pytest.approx(expected, abs=1e-2)
+        checked += 1
+    assert checked >= 50
     # Geometry as nibabel sees it, against the original file.
     out = write_volume(carried, tmp_path / "carried.nii.gz")
     original, written = nibabel.load(str(input_path)), nibabel.load(str(out))
