@@ -292,6 +292,18 @@ def _advance(bar, budget: Budget) -> None:
         bar.update(max(0, min(round(budget.elapsed), bar.total) - bar.n))
 
 
+def _count_step(budget: Budget, losses: list, loss: float, bar, progress, log_path) -> None:
+    """Bookkeeping after one optimiser step: step count, bar, progress callback, log every 20 steps."""
+    budget.step += 1
+    losses.append(loss)
+    bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+    _advance(bar, budget)
+    if progress:
+        progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
+    if budget.step % 20 == 0:
+        _log(log_path, {"step": budget.step, "elapsed_s": round(budget.elapsed, 1), "loss": float(np.mean(losses[-20:]))})
+
+
 def _checkpoint_path(config: dict, out_dir: Path, stage: str) -> Path:
     base = Path(config.get("checkpoint_dir") or user_cache_dir() / "training" / Path(out_dir).name)
     return base / f"{stage}.ckpt.pt"
@@ -365,14 +377,7 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        budget.step += 1
-        losses.append(float(loss.detach()))
-        bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
-        _advance(bar, budget)
-        if progress:
-            progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
-        if budget.step % 20 == 0:
-            _log(log_path, {"step": budget.step, "elapsed_s": round(budget.elapsed, 1), "loss": float(np.mean(losses[-20:]))})
+        _count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
         if time.perf_counter() - last_ckpt > 60 * float(config.get("checkpoint_minutes", 5)):
             save()
             last_ckpt = time.perf_counter()
@@ -520,14 +525,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
             for e, b in zip(ema.buffers(), unet.buffers()):
                 e.copy_(b)
-        budget.step += 1
-        losses.append(float(loss.detach()))
-        bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
-        _advance(bar, budget)
-        if progress:
-            progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
-        if budget.step % 20 == 0:
-            _log(log_path, {"step": budget.step, "elapsed_s": round(budget.elapsed, 1), "loss": float(np.mean(losses[-20:]))})
+        _count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
         if dist_.main and len(val_images) and time.perf_counter() - last_val > 60 * float(val_cfg.get("every_minutes", 10)):
             mae = brain_mae(engine(), val_images, val_brains)
             history.append({"step": budget.step, "elapsed_s": round(budget.elapsed, 1),
