@@ -96,3 +96,16 @@ def test_bad_input_exit_code_and_nothing_written(tmp_path, tiny_model):
     assert len(summaries) == 1
     entry = json.loads(summaries[0].read_text(encoding="utf-8"))["inputs"][0]
     assert entry["status"] == "error" and "bad.nii.gz" in entry["error"]
+
+
+def test_preprocess_command_writes_checkable_outputs(two_scans, tmp_path):
+    scan = two_scans[1]
+    assert main(["preprocess", str(scan), "--out-dir", str(tmp_path)]) == 0
+    folder = tmp_path / volume_stem(scan)
+    assert sorted(p.name for p in folder.iterdir()) == ["brain_mask.nii.gz", "model_input.nii.gz", "preprocess.json"]
+    assert same_grid(sitk.ReadImage(str(folder / "brain_mask.nii.gz")), read_volume(scan))
+    model_input = sitk.ReadImage(str(folder / "model_input.nii.gz"))
+    assert model_input.GetSize() == (96, 96, 80) and model_input.GetSpacing() == (2.0, 2.0, 2.0)
+    summary = json.loads((folder / "preprocess.json").read_text(encoding="utf-8"))
+    assert summary["template"] == "ixi-head-2mm" and len(summary["transform"]["matrix"]) == 9
+    assert 900 < summary["brain_volume_ml"] < 2000
