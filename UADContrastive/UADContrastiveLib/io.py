@@ -45,7 +45,13 @@ def available_memory_bytes() -> int:
 
 
 def _dicom_series_files(folder: Path) -> list[str]:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    # GDCM prints a raw ITK warning for a folder without series; our InputError says it better
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if not series:
         raise InputError(folder, "is a folder without a readable DICOM series.",
                          "Point to an image file, or to a folder holding one DICOM series.")
