@@ -9,14 +9,14 @@ import SimpleITK as sitk
 from .detect import Detector, parse_threshold
 from .errors import InputError
 from .evaluate import evaluate_case, read_cases_csv, write_evaluation_report
-from .io import read_mask, read_volume, read_volume_allow_constant, same_grid
+from .io import read_mask, read_volume, same_grid
 from .outputs import check_output_root
 from .progress import Progress
 
 
 def read_lesion_mask(path: Path, image: sitk.Image):
     """Lesion mask as bool (z, y, x); an all-zero mask is a valid healthy case."""
-    mask = read_volume_allow_constant(path)
+    mask = read_volume(path, allow_constant=True)
     if not same_grid(mask, image):
         raise InputError(path, "is on a different grid than its image.", "Give the lesion mask on the image's grid.")
     return sitk.GetArrayFromImage(mask) > 0

@@ -112,11 +112,12 @@ def _check_nifti_complete(path: Path) -> None:
                          "Copy or export the file again.")
 
 
-def read_volume(path: str | Path) -> sitk.Image:
+def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar volume as float32, squeezing a singleton 4th axis.
 
     Raises InputError for a missing path, unreadable file, 2D/true-4D/vector/empty data,
-    NaN or Inf voxels, or a constant volume.
+    NaN or Inf voxels, or a constant volume (unless `allow_constant`: for label images,
+    where an all-zero mask is an answer, not an error).
     """
     path = Path(path)
     if not path.exists():
@@ -151,11 +152,11 @@ def read_volume(path: str | Path) -> sitk.Image:
         if len(size) == 4:
             image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
     image = sitk.Cast(image, sitk.sitkFloat32)
-    check_voxels(path, image)
+    check_voxels(path, image, allow_constant)
     return image
 
 
-def check_voxels(path: str | Path, image: sitk.Image) -> None:
+def check_voxels(path: str | Path, image: sitk.Image, allow_constant: bool = False) -> None:
     """Reject volumes whose voxel values cannot be a scan: NaN/Inf, constant, too small."""
     if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
         raise InputError(path, f"has size {image.GetSize()}; at least {MIN_VOXELS_PER_AXIS} voxels per axis are needed.")
@@ -164,7 +165,7 @@ def check_voxels(path: str | Path, image: sitk.Image) -> None:
     if not finite.all():
         raise InputError(path, f"contains {int((~finite).sum())} NaN or infinite voxels.",
                          "Fix or mask them in the source data.")
-    if float(array.max()) == float(array.min()):
+    if not allow_constant and float(array.max()) == float(array.min()):
         raise InputError(path, f"is constant (every voxel is {float(array.min()):g}); there is no image to analyse.")
 
 
@@ -174,7 +175,7 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None) -> sitk.Ima
     With `reference`, the mask must lie on the same grid (a mask is never resampled silently).
     """
     path = Path(path)
-    image = read_volume_allow_constant(path)
+    image = read_volume(path, allow_constant=True)
     array = sitk.GetArrayViewFromImage(image)
     top = float(array.max())
     mask = sitk.GetImageFromArray((array > (0.5 if top <= 1.0 else 0)).astype(np.uint8))
@@ -186,21 +187,6 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None) -> sitk.Ima
     if not sitk.GetArrayViewFromImage(mask).any():
         raise InputError(path, "is an empty mask (no voxel > 0).")
     return mask
-
-
-def read_volume_allow_constant(path: str | Path) -> sitk.Image:
-    """read_volume for label images, where a constant value is an (empty) answer, not an error."""
-    try:
-        return read_volume(path)
-    except InputError as error:
-        if "is constant" not in error.problem:
-            raise
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        image = reader.Execute()
-        if image.GetDimension() == 4:
-            image = sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
-        return sitk.Cast(image, sitk.sitkFloat32)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
