@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 from scipy import ndimage
+from slicer_reading import read_with_slicer
 from UADContrastiveLib.evaluate import evaluate_case
 from UADContrastiveLib.io import read_mask
 from UADContrastiveLib.metrics import lesion_detection_by_size
@@ -50,23 +51,11 @@ def test_real_lesion_mask_to_seg_nrrd_keeps_geometry(wml_case, tmp_path):
 
 
 def test_real_lesion_mask_loads_in_slicer(wml_case, tmp_path):
-    slicer = pytest.importorskip("slicer")
-    from vtk.util import numpy_support
-
     _, lesion, _ = wml_case
     path = write_segmentation(lesion, tmp_path / "lesion.seg.nrrd")
-    scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLSegmentationNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1
-    segment = node.GetSegmentation().GetNthSegment(0)
-    assert segment.GetName() == "Anomaly"
-    labelmap = segment.GetRepresentation("Binary labelmap")
-    voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
-    assert int((voxels == segment.GetLabelValue()).sum()) == int(sitk.GetArrayViewFromImage(lesion).sum())
+    (segment,) = read_with_slicer(path)
+    assert segment["name"] == "Anomaly"
+    assert segment["voxels"] == int(sitk.GetArrayViewFromImage(lesion).sum())
 
 
 def test_evaluate_real_lesions_with_a_synthetic_map(wml_case):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+from slicer_reading import read_with_slicer
 from UADContrastiveLib import segmentation as segmentation_module
 from UADContrastiveLib.segmentation import (
     ANOMALY_TERMINOLOGY,
@@ -60,29 +61,6 @@ def test_empty_mask_gives_valid_empty_segment(tmp_path):
     assert slicerio.segment_names(read) == ["Anomaly"]
     assert not slicerio.segment_mask(read, "Anomaly").any()
     assert_same_geometry(sitk.ReadImage(str(path)), oblique_mask())
-
-
-def read_with_slicer(path):
-    """Load a .seg.nrrd the way Slicer does: vtkMRMLSegmentationStorageNode into a segmentation node."""
-    slicer = pytest.importorskip("slicer")
-    from vtk.util import numpy_support
-
-    scene = slicer.vtkMRMLScene()
-    node = slicer.vtkMRMLSegmentationNode()
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node) == 1, "Slicer's storage node could not read the file"
-    segmentation = node.GetSegmentation()
-    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
-    result = []
-    for segment in segments:
-        labelmap = segment.GetRepresentation("Binary labelmap")
-        scalars = labelmap.GetPointData().GetScalars()
-        voxels = 0 if scalars is None else int((numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()).sum())
-        result.append({"name": segment.GetName(), "voxels": voxels, "color": segment.GetColor()})
-    return result
 
 
 @pytest.mark.parametrize("empty", [False, True])
