@@ -1,7 +1,8 @@
 """Preprocessed IXI volumes cached on the model grid, and a 2D axial-slice Dataset.
 
-Every subject is preprocessed ONCE (registration takes ~5 s) with its DLMUSE mask as
-the brain mask, and stored as `<id>.npz` holding `volume` (float32, (Z, Y, X) =
+Every subject is preprocessed ONCE (registration takes ~5 s) through exactly the path
+`uadc detect` takes (template registration, template brain mask carried back), so that
+training, residual statistics and detection see the same data; stored as `<id>.npz` holding `volume` (float32, (Z, Y, X) =
 (80, 96, 96), normalised, 0 outside the brain) and `brain` (bool, same shape). The
 cache lives outside the repository (default `~/.cache/uadcontrastive/slices`,
 overridden by the `cache_dir` argument or the UADC_SLICE_CACHE environment variable).
@@ -29,7 +30,7 @@ MIN_SLICE_FRACTION = 0.15  # a slice is used when its brain area >= this share o
 def default_cache_dir() -> Path:
     if os.environ.get("UADC_SLICE_CACHE"):
         return Path(os.environ["UADC_SLICE_CACHE"])
-    return user_cache_dir() / "slices"
+    return user_cache_dir() / "slices-detection-path"
 
 
 def cache_path(subject_id: str, cache_dir: Path | None = None) -> Path:
@@ -40,12 +41,11 @@ def preprocess_subject(subject: Subject, template) -> tuple[np.ndarray, np.ndarr
     """(volume float32 (Z,Y,X), brain bool) of one subject on the model grid."""
     import SimpleITK as sitk
 
-    from .io import read_mask, read_volume
+    from .io import read_volume
     from .preprocess import preprocess
 
     image = read_volume(subject.image)
-    mask = read_mask(subject.brain_mask, image) if subject.brain_mask else None
-    result = preprocess(image, template, brain_mask=mask, source=subject.image)
+    result = preprocess(image, template, source=subject.image)
     volume = sitk.GetArrayFromImage(result.model_input).astype(np.float32)
     brain = sitk.GetArrayFromImage(result.brain_mask_model) > 0
     return volume, brain
@@ -132,15 +132,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="ixi_t1 folder")
     parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--part", default="0/1", help="K/N: build only every N-th subject from K (parallel builds)")
     args = parser.parse_args(argv)
     subjects = ixi_subjects(args.data)
     training, validation = split(subjects)
+    part, parts = (int(v) for v in args.part.split("/"))
+    ordered = (training + validation)[part::parts]
     start = time.perf_counter()
 
     def report(done, total, subject_id):
         print(f"{done}/{total} {subject_id} {time.perf_counter() - start:.0f}s", flush=True)
 
-    build_cache(training + validation, args.cache, progress=report)
+    build_cache(ordered, args.cache, progress=report)
     return 0
 
 

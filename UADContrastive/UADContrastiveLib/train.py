@@ -38,7 +38,7 @@ from .engines.contrastive_diffusion import (
     ContrastiveDiffusionEngine,
 )
 from .io import atomic_path, write_text
-from .models.diffusion import add_noise, build_scheduler, build_unet, make_noise, to_model
+from .models.diffusion import add_noise, build_scheduler, build_unet, draw_noise, to_model
 from .models.encoder import build_encoder, contrastive_loss
 from .resources import SHIPPED_MODELS, user_cache_dir
 from .zoo import sha256_file
@@ -157,9 +157,10 @@ class DiffusionModule(nn.Module):
         self.unet = unet
         self.encoder = encoder
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None):
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None,
+                noise_mask: torch.Tensor | None = None):
         latent = self.encoder(condition) if self.encoder is not None else None
-        return self.unet(x_t, t, latent)
+        return self.unet(x_t, t, latent, noise_mask)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -255,6 +256,21 @@ def synthetic_lesion_auprc(engine: ContrastiveDiffusionEngine, ids: list[str], c
             "subjects": len(scores), "slices": slice_count,
             "test": "held-out IXI validation subjects with synthetic 3D lesions (insert_synthetic_lesions, "
                     f"{lesions} per volume, seed {seed}); voxels inside the brain of slices holding lesion"}
+
+
+def random_patch_masks(shape, generator: torch.Generator, probability: float, size: int) -> torch.Tensor:
+    """(B,1,H,W) float masks of the region to noise: a random size x size square for a share
+    `probability` of the batch (patched training, Behrendt et al.'s pDDPM), all ones otherwise."""
+    b, _, h, w = shape
+    masks = torch.ones((b, 1, h, w))
+    if probability <= 0:
+        return masks
+    for i in torch.nonzero(torch.rand(b, generator=generator) < probability).flatten().tolist():
+        y = int(torch.randint(0, max(1, h - size + 1), (1,), generator=generator))
+        x = int(torch.randint(0, max(1, w - size + 1), (1,), generator=generator))
+        masks[i].zero_()
+        masks[i, :, y:y + size, x:x + size] = 1.0
+    return masks
 
 
 # ---------------------------------------------------------------------- the generic loop
@@ -496,13 +512,16 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     p_anomaly = float(cfg.get("latent_from_anomaly_view", 0.0)) if conditioned else 0.0
     views = tuple(config["encoder"].get("anomaly_views") or ("patch_mask", "random_erase", "lesion_blobs"))
     warmup = max(1, int(cfg.get("warmup_steps", 20)))
+    patch_cfg = cfg.get("patch") or {}
     while not dist_.agree(budget.done()):
         images, brains = _batch(data, generator, int(cfg["batch_size"]), device)
         x = augment(images.cpu(), brains.cpu()).to(device)
         t = torch.randint(t_low, t_high, (len(x),), generator=generator).to(device)
-        noise = make_noise(x.shape, generator, device, float(cfg.get("noise_coarse_weight", 0.0)))
+        noise = draw_noise(x.shape, generator, device, cfg)
         x0 = to_model(x)
-        x_t = add_noise(scheduler, x0, noise, t)
+        noise_mask = random_patch_masks(x.shape, generator, float(patch_cfg.get("probability", 0.0)),
+                                        int(patch_cfg.get("size", 48))).to(device)
+        x_t = noise_mask * add_noise(scheduler, x0, noise, t) + (1 - noise_mask) * x0
         condition = None
         if conditioned:
             condition = x.clone()
@@ -513,8 +532,9 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         for group in optimizer.param_groups:
             group["lr"] = float(cfg["lr"]) * min(1.0, (budget.step + 1) / warmup)
         with _autocast(device):
-            prediction = module(x_t, t, condition)
-            loss = F.l1_loss(prediction.float(), x0)
+            prediction = module(x_t, t, condition, noise_mask)
+            # pDDPM: the loss is on the noised region; the clean rest is context
+            loss = ((prediction.float() - x0).abs() * noise_mask).sum() / noise_mask.sum().clamp_min(1.0)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -22,8 +22,9 @@ from ..models.diffusion import (
     build_scheduler,
     build_unet,
     ddim_step,
+    draw_noise,
     from_model,
-    make_noise,
+    patch_tiles,
     to_model,
 )
 from ..models.encoder import build_encoder
@@ -33,7 +34,10 @@ DEFAULT_INFERENCE = {
     "timesteps": [250, 500, 750],
     "batch_size": 32,
     "ddim_steps": 0,
+    "noise": "gaussian",
     "noise_coarse_weight": 0.0,
+    "patch_size": 0,
+    "patch_stride": 0,
     "seed": 0,
     "uncertainty_samples": 4,
 }
@@ -90,15 +94,35 @@ class ContrastiveDiffusionEngine:
                 x0 = to_model(x)
                 acc = torch.zeros_like(x0)
                 for t in timesteps:
-                    noise = make_noise(x0.shape, generator, self.device, float(cfg["noise_coarse_weight"]))
+                    noise = draw_noise(x0.shape, generator, self.device, cfg)
                     tt = torch.full((len(x0),), t, device=self.device, dtype=torch.long)
                     x_t = add_noise(self.scheduler, x0, noise, tt)
-                    acc += self._denoise(x_t, t, latent).float()
+                    if int(cfg["patch_size"]) > 0:
+                        acc += self._denoise_patched(x0, x_t, t, latent, x.abs().sum((0, 1)) > 0).float()
+                    else:
+                        acc += self._denoise(x_t, t, latent).float()
                     done += 1
                     if progress:
                         progress(done / total)
             out[start:start + len(x)] = from_model(acc / len(timesteps)).clamp(0.0, 1.5).to(out.device)
         return out
+
+    def _denoise_patched(self, x0: torch.Tensor, x_t: torch.Tensor, t: int, latent: torch.Tensor | None,
+                         foreground: torch.Tensor) -> torch.Tensor:
+        """pDDPM: each tile is noised alone, the clean rest of the slice is context; the tiles'
+        x0 predictions are averaged where they overlap. Tiles without foreground are skipped."""
+        size = int(self.inference["patch_size"])
+        stride = int(self.inference["patch_stride"]) or size
+        masks = tile_masks(foreground.cpu().numpy(), size, stride)
+        tt = torch.full((len(x_t),), t, device=x_t.device, dtype=torch.long)
+        total = torch.zeros_like(x0)
+        weight = torch.zeros_like(x0[:1])
+        for mask in masks:
+            m = torch.from_numpy(mask).to(x_t.device, x_t.dtype)[None, None]
+            prediction = self.unet(m * x_t + (1 - m) * x0, tt, latent, m.expand_as(x0))
+            total += prediction * m
+            weight += m
+        return torch.where(weight > 0, total / weight.clamp_min(1.0), x0)
 
     def _denoise(self, x_t: torch.Tensor, t: int, latent: torch.Tensor | None) -> torch.Tensor:
         steps = int(self.inference["ddim_steps"])
@@ -147,6 +171,20 @@ class ContrastiveDiffusionEngine:
         draws = np.stack([self._run(volume, brain, generator, progress, k / samples, 1.0 / samples)
                           for k in range(samples)])
         return draws.mean(0).astype(np.float32), draws.std(0).astype(np.float32)
+
+
+def tile_masks(foreground: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
+    """Square (size x size) tile masks over a (H, W) slice, `stride` apart, keeping only the
+    tiles that hold foreground: together they cover every foreground pixel."""
+    h, w = foreground.shape
+    masks = []
+    for y in patch_tiles(h, size, stride):
+        for x in patch_tiles(w, size, stride):
+            if foreground[y:y + size, x:x + size].any():
+                mask = np.zeros((h, w), dtype=np.float32)
+                mask[y:y + size, x:x + size] = 1.0
+                masks.append(mask)
+    return masks
 
 
 def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> None:
