@@ -70,7 +70,12 @@ def _add_calibrate(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="AUPRC, AUROC, Dice... on cases with lesion masks")
     p.add_argument("--model", default=None)
-    p.add_argument("--cases", required=True, help="CSV with columns id,image,lesion_mask[,brain_mask]")
+    p.add_argument("--cases", help="CSV with columns id,image,lesion_mask[,brain_mask]")
+    p.add_argument("--protocol", metavar="DATA", help="run the evaluation protocol on ../shared/data "
+                   "(real-shape lesion sets, WML T1, BraTS T1c, healthy heads) over --models")
+    p.add_argument("--models", nargs="*", help="with --protocol: model names or folders")
+    p.add_argument("--part", default="report", choices=["report", "tuning"],
+                   help="with --protocol: the report part (published figures) or the tuning part")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threshold", default="auto")
     p.add_argument("--min-size", type=float, default=None)

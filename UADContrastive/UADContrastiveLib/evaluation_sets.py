@@ -70,19 +70,26 @@ def write_evaluation_sets(data: Path, out: Path, limit: int | None = None) -> di
         empty_path = write_volume(empty, out / "images" / f"{subject.id}_empty.nii.gz")
         healthy.append({"id": subject.id, "image": subject.image.resolve(), "lesion_mask": empty_path,
                         "brain_mask": "", "dataset": "ixi_healthy"})
+    paths = {}
+    for name, rows in {"ixi_synthetic": synthetic, "ixi_healthy": healthy}.items():
+        paths[name] = out / f"{name}.csv"
+        _write_csv(paths[name], rows)
+    return {**paths, **real_lesion_sets(data, out)}
+
+
+def real_lesion_sets(data: Path, out: Path) -> dict[str, Path]:
+    """wml10_t1.csv and brats_t1c.csv: the real lesion cases as they are, with their brain masks."""
     sets = {
-        "ixi_synthetic": synthetic,
-        "ixi_healthy": healthy,
         "wml10_t1": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
                       "brain_mask": c.brain_mask.resolve(), "dataset": "wml10_t1"}
-                     for c in wml_cases(data / "lesions" / "wml10")],
+                     for c in wml_cases(Path(data) / "lesions" / "wml10")],
         "brats_t1c": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
                        "brain_mask": c.brain_mask.resolve(), "dataset": "brats_t1c"}
-                      for c in brats_cases(data / "lesions" / "brats2013")],
+                      for c in brats_cases(Path(data) / "lesions" / "brats2013")],
     }
     paths = {}
     for name, rows in sets.items():
-        paths[name] = out / f"{name}.csv"
+        paths[name] = Path(out) / f"{name}.csv"
         _write_csv(paths[name], rows)
     return paths
 

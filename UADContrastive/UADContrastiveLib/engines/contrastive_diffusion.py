@@ -78,8 +78,11 @@ class ContrastiveDiffusionEngine:
 
     @torch.inference_mode()
     def reconstruct_slices(self, slices: torch.Tensor, generator: torch.Generator,
-                           progress=None) -> torch.Tensor:
-        """(N, 1, H, W) slices in [0, 1.5] -> (N, 1, H, W) reconstructions (same scale)."""
+                           progress=None, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 1, H, W) slices in [0, 1.5] -> (N, 1, H, W) reconstructions (same scale).
+
+        condition: slices whose encoder latent conditions the reconstruction (default: the
+        slices themselves); another subject's slices give the latent-swap test."""
         cfg = self.inference
         timesteps = [int(t) for t in cfg["timesteps"]]
         batch_size = max(1, int(cfg["batch_size"]))
@@ -89,8 +92,9 @@ class ContrastiveDiffusionEngine:
         done = 0
         for start in batches:
             x = slices[start:start + batch_size].to(self.device)
+            source = x if condition is None else condition[start:start + batch_size].to(self.device)
             with self._context():
-                latent = self.encoder(x).float() if self.encoder is not None else None
+                latent = self.encoder(source).float() if self.encoder is not None else None
                 x0 = to_model(x)
                 acc = torch.zeros_like(x0)
                 for t in timesteps:
