@@ -11,7 +11,9 @@ emits valueChanged whenever its value changes (also when a new range clamps it).
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import types
@@ -51,7 +53,20 @@ class Signal:
 
     def emit(self, *args):
         for slot in list(self._slots):
-            slot(*args)
+            _call_like_pythonqt(slot, args)
+
+
+def _call_like_pythonqt(slot, args):
+    """PythonQt passes a slot only as many signal arguments as it takes (the real
+    GuiConnector.changed() takes none although valueChanged(double) carries one)."""
+    try:
+        parameters = list(inspect.signature(slot).parameters.values())
+    except (TypeError, ValueError):
+        return slot(*args)
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return slot(*args)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return slot(*args[:len(positional)])
 
 
 class QObject:
@@ -566,7 +581,7 @@ def install(monkeypatch, scene):
     """
     require_reference()
     slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
-    import slicer.util  # noqa: F401  (slicer-core's copy of Slicer's util.py)
+    importlib.import_module("slicer.util")  # slicer-core's copy of Slicer's util.py
 
     sys.modules["qt"] = _qt_module()
     sys.modules["ctk"] = _ctk_module()

@@ -174,6 +174,21 @@ def device_choices(python: str | None = None, env: dict | None = None) -> list[D
     return device_choices_from_probe(probe_devices(python, env))
 
 
+DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "Apple GPU (MPS)"}
+
+
+def report_notes(report: dict | None) -> str:
+    """What the panel shows from report.json besides the regions: where the model ran and
+    every warning the detection raised (e.g. "the input does not look T1-weighted")."""
+    report = report or {}
+    lines = []
+    device = report.get("device")
+    if device:
+        lines.append(f"Computed on: {DEVICE_NAMES.get(str(device).split(':')[0], str(device))}")
+    lines += [f"Warning: {warning}" for warning in report.get("warnings") or []]
+    return "\n".join(lines)
+
+
 def runs_on_cpu(device_key: str, choices: list[DeviceChoice]) -> bool:
     if device_key == "cpu":
         return True
