@@ -310,6 +310,14 @@ class QSettings:
     def value(self, key, default=None):
         return default
 
+    def contains(self, key):
+        return False
+
+
+class QIcon:
+    def __init__(self, path=""):
+        self.path = path
+
 
 # ----------------------------------------------------------------------------- CTK
 class ctkSliderWidget(QWidget):
@@ -383,7 +391,7 @@ def _ctk_module():
 def _qt_module():
     qt = types.ModuleType("qt")
     for klass in (QObject, QWidget, QLabel, QPushButton, QCheckBox, QLineEdit, QTextEdit, QProgressBar,
-                  QComboBox, QSpinBox, QDoubleSpinBox, QSlider, QColor, QTimer, QVBoxLayout, QSettings):
+                  QComboBox, QSpinBox, QDoubleSpinBox, QSlider, QColor, QTimer, QVBoxLayout, QSettings, QIcon):
         setattr(qt, klass.__name__, klass)
     qt.QFormLayout = QVBoxLayout
     for klass in ():
@@ -439,6 +447,10 @@ class qMRMLNodeComboBox(QWidget):
 
 class qMRMLWidget(QWidget):
     SIGNALS = ("mrmlSceneChanged",)
+
+    def setMRMLScene(self, scene):
+        self.mrmlScene = scene
+        self._emit("mrmlSceneChanged", scene)
 
     def setLayout(self, layout):
         self._layout = layout
@@ -504,7 +516,13 @@ def load_ui(path) -> QWidget:
         walk(element)
         return widget
 
-    return build(root.find("widget"), None)
+    top = build(root.find("widget"), None)
+    named = {w.objectName: w for w in [top, *top.findChildren(QWidget)]}
+    for connection in root.iter("connection"):  # e.g. mrmlSceneChanged -> setMRMLScene
+        sender, receiver = named[connection.findtext("sender")], named[connection.findtext("receiver")]
+        getattr(sender, connection.findtext("signal").split("(")[0]).connect(
+            getattr(receiver, connection.findtext("slot").split("(")[0]))
+    return top
 
 
 def child_widget_variables(widget):
@@ -534,13 +552,28 @@ def _load_file(name: str, path: Path):
     return module
 
 
-class _App:
+class _ModuleManager(QObject):
+    SIGNALS = ("moduleAboutToBeUnloaded",)
+
+
+class _App(QObject):
     """slicer.app: only what the module and ScriptedLoadableModule call."""
+    SIGNALS = ("startupCompleted",)
 
     def __init__(self):
-        self.layout_descriptions = {}
-        self.current_layout = None
-        self._module_manager = QObject()
+        super().__init__()
+        self._module_manager = _ModuleManager()
+        self.override_cursors = []  # every setOverrideCursor, for the tests
+        self.layout_manager = None
+
+    def setOverrideCursor(self, cursor):
+        self.override_cursors.append(cursor)
+
+    def restoreOverrideCursor(self):
+        pass
+
+    def layoutManager(self):
+        return self.layout_manager
 
     def moduleManager(self):
         return self._module_manager
@@ -558,16 +591,26 @@ class _App:
         return text
 
 
+# Modules that install() and load_module_file() put in place; anything else imported
+# meanwhile (numpy submodules, ...) stays, as C extensions cannot be imported twice.
+PLACED_MODULES = ("qt", "ctk", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
+                  "UADContrastive")
+
+
 class isolated_modules:
-    """Context manager: sys.modules as it was before (drops Slicer's reference modules,
-    the stand-in qt/ctk and the module file loaded meanwhile)."""
+    """Context manager: sys.modules without the stand-ins and Slicer's reference modules
+    afterwards, and with whatever they replaced put back."""
 
     def __enter__(self):
-        self._saved = dict(sys.modules)
+        self._saved = {n: m for n, m in sys.modules.items() if self._placed(n)}
         return self
 
+    @staticmethod
+    def _placed(name):
+        return any(name == p or name.startswith(p + ".") for p in PLACED_MODULES)
+
     def __exit__(self, *exc):
-        for name in [n for n in sys.modules if n not in self._saved]:
+        for name in [n for n in sys.modules if self._placed(n)]:
             del sys.modules[name]
         sys.modules.update(self._saved)
         return False
