@@ -486,14 +486,18 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def selectOutputsOfInput(parameterNode) -> None:
-        """Point the output parameters at the outputs computed from the current input, or at
-        nothing (the next run then creates nodes named after this input)."""
+        """Outputs computed from another input are replaced by the current input's own (or by
+        nothing: the next run then creates nodes named after this input). A node the user
+        picked that belongs to no input is kept."""
         p = parameterNode
         outputs = scene_logic.outputs_for_input(slicer.mrmlScene, p.inputVolume)
         with slicer.util.NodeModify(p.parameterNode):
-            p.healthyVolume = outputs.get("healthy")
-            p.anomalyMapVolume = outputs.get("map")
-            p.segmentation = outputs.get("segmentation")
+            for name, kind in (("healthyVolume", "healthy"), ("anomalyMapVolume", "map"),
+                               ("segmentation", "segmentation")):
+                current = getattr(p, name)
+                owner = scene_logic.input_of_output(current)
+                if current is None or current is p.inputVolume or (owner is not None and owner is not p.inputVolume):
+                    setattr(p, name, outputs.get(kind))
 
     @staticmethod
     def deviceChoices() -> list:

@@ -336,3 +336,16 @@ def test_entering_the_module_probes_devices_without_importing_torch():
     devices = next(line for line in result.stdout.splitlines() if line.startswith("DEVICES"))
     assert "Auto (" in devices and "CPU" in devices and "not installed" not in devices  # torch answered
     assert "WAIT_CURSOR 1" in result.stdout
+
+
+def test_an_output_node_picked_by_the_user_is_kept_across_module_visits(env):
+    volume = add_volume(env, "T1")
+    mine = env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my map")
+    env.widget.enter()
+    env.ui.inputSelector.setCurrentNode(volume)
+    env.ui.anomalyMapSelector.setCurrentNode(mine)
+    env.widget.exit()
+    env.widget.enter()
+    assert env.widget._parameterNode.anomalyMapVolume is mine
+    detect(env)
+    assert env.widget._parameterNode.anomalyMapVolume is mine  # filled, now marked as T1's
