@@ -447,6 +447,7 @@ class qMRMLNodeComboBox(QWidget):
 
 class qMRMLWidget(QWidget):
     SIGNALS = ("mrmlSceneChanged",)
+    isEntered = True  # as qSlicerScriptedLoadableModuleWidget, the module panel's parent
 
     def setMRMLScene(self, scene):
         self.mrmlScene = scene

@@ -45,6 +45,7 @@ THRESHOLD_LIMIT = 1.0e6
 MIN_SIZE_LIMIT_MM3 = 5000.0
 # Submodules reloaded by onReload, dependencies first.
 SLICER_LIB_MODULES = ("geometry", "segments", "options", "process", "stages", "dependencies", "scene", "layout")
+NOT_OBSERVED = object()  # no input seen yet: the first parameter-node update refreshes everything
 
 
 class UADContrastive(ScriptedLoadableModule):
@@ -100,7 +101,7 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._observedInput = None
+        self._observedInput = NOT_OBSERVED
         self._run = None
         self._runInputPath = None
         self._runParameterNode = None
@@ -143,6 +144,7 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.populateModels()
         self.initializeParameterNode()
+        registerLayout()  # also when the module is (re)loaded after Slicer started
 
     def cleanup(self) -> None:
         if self._run is not None:
@@ -172,6 +174,7 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._run is not None:
             self.cancelRun()
         self.setParameterNode(None)
+        self.logic.forgetResults()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -190,7 +193,7 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParametersModified)
         self._parameterNode = inputParameterNode
-        self._observedInput = None
+        self._observedInput = NOT_OBSERVED
         if self._parameterNode:
             # connectGui sets each slider to its declared range; the calibrated threshold
             # range is applied afterwards (it keeps the stored value reachable).
@@ -252,8 +255,12 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def populateDevices(self) -> None:
         """Ask a child Python what torch sees (seconds: torch loads there, not in Slicer)."""
         combo = self.ui.deviceComboBox
-        with slicer.util.tryWithErrorDisplay(_("Could not list the devices."), waitCursor=True):
-            self._deviceChoices = self.logic.deviceChoices()
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not list the devices."), waitCursor=True):
+                self._deviceChoices = self.logic.deviceChoices()
+        except Exception:  # the module must still open: offer the CPU
+            logging.exception("UADContrastive: listing the devices failed")
+            self._deviceChoices = []
         if not self._deviceChoices:
             self._deviceChoices = [options.DeviceChoice("cpu", _("CPU"))]
         combo.blockSignals(True)
@@ -473,6 +480,10 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return UADContrastiveParameterNode(super().getParameterNode())
+
+    def forgetResults(self) -> None:
+        """Drop the cached results (the scene is closing: their nodes go away)."""
+        self._resultsCache.clear()
 
     @staticmethod
     def firstInputCandidate():

@@ -349,3 +349,14 @@ def test_an_output_node_picked_by_the_user_is_kept_across_module_visits(env):
     assert env.widget._parameterNode.anomalyMapVolume is mine
     detect(env)
     assert env.widget._parameterNode.anomalyMapVolume is mine  # filled, now marked as T1's
+
+
+def test_closing_the_scene_drops_the_results(env):
+    add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    assert env.logic._resultsCache
+    env.scene.Clear(0)  # File > Close Scene
+    assert not env.logic._resultsCache
+    assert env.widget._parameterNode is not None and env.widget._parameterNode.inputVolume is None
+    assert env.ui.resultsLabel.text == "No results yet." and not env.ui.detectButton.enabled
