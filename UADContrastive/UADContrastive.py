@@ -44,7 +44,7 @@ PRESET_BUTTONS = ("preset1Button", "preset05Button", "preset01Button")
 THRESHOLD_LIMIT = 1.0e6
 MIN_SIZE_LIMIT_MM3 = 5000.0
 # Submodules reloaded by onReload, dependencies first.
-SLICER_LIB_MODULES = ("geometry", "segments", "options", "process", "stages", "dependencies", "scene", "layout")
+SLICER_LIB_MODULES = ("core", "geometry", "segments", "options", "process", "stages", "dependencies", "scene", "layout")
 NOT_OBSERVED = object()  # no input seen yet: the first parameter-node update refreshes everything
 
 
@@ -598,9 +598,9 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def userModelsFolder() -> Path:
         """Downloaded/imported models (never the ones shipped inside the extension)."""
-        from UADContrastiveLib import zoo
+        from UADContrastiveSlicerLib.core import model_zoo
 
-        return Path(zoo.model_dirs()[-1])
+        return Path(model_zoo().model_dirs()[-1])
 
 
 class UADContrastiveTest(ScriptedLoadableModuleTest):

@@ -50,7 +50,9 @@ def model_choice(entry) -> ModelChoice:
 def model_choices() -> list[ModelChoice]:
     """Installed models, for the model combo box (full card read when the listing only
     gives a summary, for the modality and calibrated thresholds)."""
-    from UADContrastiveLib import zoo
+    from .core import model_zoo
+
+    zoo = model_zoo()
 
     def with_full_card(entry):
         if not (isinstance(entry, dict) and "card" not in entry and entry.get("path")):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from . import geometry, segments
+from . import core, geometry, segments
 
 REPORT_ATTRIBUTE = "UADContrastive.Report"
 # Every output node points at the input it was computed from (a node reference: it
@@ -210,12 +210,11 @@ class AnomalyResults:
 
     def _thresholder(self):
         """One ComponentThresholder per map content: slider moves reuse its crop and labelling."""
-        from UADContrastiveLib.postprocess import ComponentThresholder
-
+        thresholder_class = core.component_thresholder_class()
         stamp = self.map_node.GetImageData().GetMTime()
         if self._thresholder_cache is None or self._thresholder_cache[0] != stamp:
             anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
-            self._thresholder_cache = (stamp, ComponentThresholder(anomaly_map, tuple(self.map_node.GetSpacing())))
+            self._thresholder_cache = (stamp, thresholder_class(anomaly_map, tuple(self.map_node.GetSpacing())))
         return self._thresholder_cache[1]
 
     def _threshold(self, threshold: float, min_size_mm3: float):
@@ -240,9 +239,7 @@ class AnomalyResults:
         The labelmap is taken from the segment as it is now, so manual edits are kept.
         Every file is written atomically (temporary name + rename).
         """
-        from UADContrastiveLib.io import write_text, write_volume
-        from UADContrastiveLib.postprocess import threshold_components
-
+        write_text, write_volume, threshold_components = core.write_text, core.write_volume, core.threshold_components
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = [write_segmentation_file(self.segmentation_node, folder / "anomaly.seg.nrrd")]
