@@ -394,8 +394,6 @@ def _qt_module():
                   QComboBox, QSpinBox, QDoubleSpinBox, QSlider, QColor, QTimer, QVBoxLayout, QSettings, QIcon):
         setattr(qt, klass.__name__, klass)
     qt.QFormLayout = QVBoxLayout
-    for klass in ():
-        setattr(qt, klass.__name__, klass)
     qt.QDesktopServices = types.SimpleNamespace(openUrl=lambda url: True)
     qt.QUrl = types.SimpleNamespace(fromLocalFile=lambda path: path)
     qt.QFileDialog = types.SimpleNamespace(getExistingDirectory=lambda *args: "")
