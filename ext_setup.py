@@ -7,9 +7,10 @@ Command line (a plain ``python3``, no virtual environment needed beforehand):
     python3 ext_setup.py test            # create/update .venv with test tools, run all tests
     python3 ext_setup.py demo --cuda 12.8  # same, with a CUDA build of torch
 
-Inside 3D Slicer (the module calls this on first use, after one confirmation):
-
-    import ext_setup; ext_setup.install_into_slicer(missing)
+Inside 3D Slicer, the module installs its packages itself on first use (after one
+confirmation): see UADContrastive/UADContrastiveSlicerLib/dependencies.py. This file is
+not shipped with the extension (Slicer would load any .py in its scripted-modules folder
+as a module).
 
 The venv is reused: a stamp file records what was installed, so a second run with
 the same requirements and torch flavour skips pip entirely.
@@ -29,17 +30,6 @@ REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 STAMP = VENV / ".uadc-setup.json"
 TORCH_VERSION = "2.13.0"
-# Import name -> pip requirement, for what the core needs at run time (mirrors pyproject.toml).
-RUNTIME_REQUIREMENTS = {
-    "SimpleITK": "SimpleITK==2.5.7",
-    "monai": "monai==1.6.1",
-    "skimage": "scikit-image==0.26.0",
-    "tqdm": "tqdm==4.70.1",
-    "yaml": "pyyaml==6.0.3",
-    "matplotlib": "matplotlib==3.11.2",
-    "slicerio": "slicerio==1.4.0",
-    "nibabel": "nibabel==5.4.2",
-}
 
 
 def venv_python() -> Path:
@@ -106,41 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("pytest_args", nargs="*", help="extra arguments passed to pytest")
     args = parser.parse_args(argv)
     return {"demo": command_demo, "test": command_test}[args.command](args)
-
-
-# ----------------------------------------------------------------------------- Slicer
-def missing_in_slicer() -> list[str]:
-    """Requirements the running (Slicer) Python lacks, as pip requirement strings."""
-    import importlib.util
-
-    missing = [req for mod, req in RUNTIME_REQUIREMENTS.items() if importlib.util.find_spec(mod) is None]
-    if importlib.util.find_spec("torch") is None:
-        missing.insert(0, f"torch=={TORCH_VERSION} (through the PyTorch extension)")
-    return missing
-
-
-def install_into_slicer(missing: list[str]) -> None:
-    """Install `missing` (from missing_in_slicer) into Slicer's Python.
-
-    torch goes through the PyTorch extension's utilities, which choose the build that
-    matches the user's GPU; everything else through slicer.util.pip_install.
-    """
-    import slicer  # only inside Slicer
-
-    if any(req.startswith("torch") for req in missing):
-        try:
-            import PyTorchUtils
-        except ImportError as error:
-            raise RuntimeError(
-                "PyTorch is missing and the PyTorch extension is not installed. "
-                "Install 'PyTorch' from the Extensions Manager, restart Slicer, and try again."
-            ) from error
-        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torch_logic.torchInstalled():
-            torch_logic.installTorch(askConfirmation=False)
-    others = [req for req in missing if not req.startswith("torch")]
-    if others:
-        slicer.util.pip_install(others)
 
 
 if __name__ == "__main__":

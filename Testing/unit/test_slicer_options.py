@@ -39,6 +39,8 @@ def test_threshold_slider_reaches_the_hottest_voxel_and_every_preset():
     low, high, step = options.threshold_slider_range(2.0, [("p", 3.0)])
     assert low == 0.0 and high >= 3.0 and high >= 2.0 and step == pytest.approx(high / 1000)
     assert options.threshold_slider_range(0.0, [])[1] > 0  # empty map: still a usable slider
+    assert options.threshold_slider_range(2.0, [], current=7.5)[1] >= 7.5  # never clamps the stored value
+    assert options.threshold_slider_range(None, [])[1] == 1.0  # no map yet
 
 
 def test_model_label_shows_the_modality():
@@ -75,16 +77,45 @@ def test_cpu_warning_only_when_running_on_the_cpu():
     assert options.cpu_warning("cuda", gpu) == ""
 
 
-def test_device_choices_describe_what_is_there():
-    choices = {c.key: c for c in options.device_choices()}
-    assert set(choices) == {"auto", "cuda", "cpu"}
+@pytest.mark.parametrize("record, cuda_enabled, text", [
+    ({"torch": None}, False, "not installed"),
+    ({"torch": "2.9.0", "cuda": False}, False, "no CUDA device"),
+    ({"torch": "2.9.0", "cuda": True, "gpu": "RTX A4000", "gpu_memory_gb": 15.7}, True, "RTX A4000, 15.7 GB"),
+    ({"error": "boom"}, False, "query failed"),
+])
+def test_device_choices_from_the_child_probe(record, cuda_enabled, text):
+    choices = {c.key: c for c in options.device_choices_from_probe(record)}
+    assert set(choices) == {"auto", "cuda", "cpu"} and choices["cpu"].enabled
+    assert choices["cuda"].enabled == cuda_enabled and text in choices["cuda"].label
+
+
+def test_device_probe_runs_torch_in_a_child_process():
+    record = options.probe_devices()
     try:
         import torch
-        has_cuda = torch.cuda.is_available()
     except ImportError:
-        has_cuda = False
-    assert choices["cuda"].enabled == has_cuda
-    if not has_cuda:
-        assert "no CUDA device" in choices["cuda"].label or "not installed" in choices["cuda"].label
-    else:
-        assert "GB" in choices["cuda"].label
+        assert record == {"torch": None}
+        return
+    assert record["torch"] == torch.__version__ and record["cuda"] == torch.cuda.is_available()
+
+
+def test_device_probe_failure_is_reported_not_raised(tmp_path):
+    assert "error" in options.probe_devices(python=str(tmp_path / "no-such-python"))
+
+
+def test_report_notes_show_device_and_every_warning():
+    notes = options.report_notes({"device": "cuda:0", "warnings": ["low contrast", "thick slices"]})
+    assert notes.splitlines() == ["Computed on: GPU (CUDA)", "Warning: low contrast", "Warning: thick slices"]
+    assert options.report_notes({}) == ""
+
+
+def test_stage_progress_is_weighted_and_never_decreases():
+    from UADContrastiveSlicerLib.stages import STAGE_WEIGHTS, StageProgress
+
+    progress = StageProgress()
+    seen = [progress.update(stage, fraction) for stage, fraction in [
+        ("load model", 0.0), ("info", 0.0), ("preprocess", 0.0), ("preprocess", 1.0), ("reconstruct", 0.5),
+        ("reconstruct", 1.0), ("anomaly map", 0.0), ("preprocess", 0.0), ("write", 0.0), ("done", 1.0)]]
+    assert all(b >= a for a, b in zip(seen, seen[1:])) and seen[-1] == 1.0
+    weights = dict(STAGE_WEIGHTS)
+    assert seen[4] == pytest.approx(weights["load model"] + weights["preprocess"] + weights["reconstruct"] / 2)

@@ -1,7 +1,7 @@
 """What the widget offers the user: models, devices, threshold presets, warnings.
 
-Pure Python, no slicer/Qt, and torch only inside device_choices() (importing torch takes
-seconds and hundreds of MB, so it must never happen when Slicer loads the module).
+Pure Python, no slicer/Qt, and never torch: devices are probed in a child process
+(importing torch takes seconds and hundreds of MB, and would put a CUDA context into Slicer).
 """
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def model_choice(entry) -> ModelChoice:
 def model_choices() -> list[ModelChoice]:
     """Installed models, for the model combo box (full card read when the listing only
     gives a summary, for the modality and calibrated thresholds)."""
-    from UADContrastiveLib import zoo
+    from .core import model_zoo
+
+    zoo = model_zoo()
 
     def with_full_card(entry):
         if not (isinstance(entry, dict) and "card" not in entry and entry.get("path")):
@@ -98,29 +100,95 @@ def default_min_size(source: dict | None, fallback: float = 0.0) -> float:
     return fallback
 
 
-def threshold_slider_range(map_max: float, presets: list[tuple[str, float]]) -> tuple[float, float, float]:
-    """(minimum, maximum, step): up to the hottest voxel, and every preset reachable."""
-    top = max([float(map_max)] + [value * 1.5 for _, value in presets] + [1e-6])
+def threshold_slider_range(map_max: float | None, presets: list[tuple[str, float]],
+                           current: float | None = None) -> tuple[float, float, float]:
+    """(minimum, maximum, step): up to the hottest voxel, every preset and the current value
+    reachable (a range below the current value would make the slider clamp it). Without a
+    map yet (None), a 0-1 slider at least."""
+    candidates = [float(map_max) if map_max is not None else 1.0] + [value * 1.5 for _, value in presets]
+    if current is not None:
+        candidates.append(float(current))
+    top = max(candidates + [1e-6])
     return 0.0, top, top / 1000.0
 
 
-def device_choices() -> list[DeviceChoice]:
-    """auto / cuda / cpu with what is really there: the GPU's name and memory, or why not."""
+# Run in a child Python (PythonSlicer): importing torch in Slicer's GUI process takes
+# seconds, hundreds of MB and creates a CUDA context that lives as long as Slicer.
+DEVICE_PROBE_CODE = """
+import json
+try:
+    import torch
+except ImportError:
+    print(json.dumps({"torch": None}))
+else:
+    record = {"torch": torch.__version__, "cuda": bool(torch.cuda.is_available())}
+    if record["cuda"]:
+        properties = torch.cuda.get_device_properties(0)
+        record["gpu"] = properties.name
+        record["gpu_memory_gb"] = round(properties.total_memory / 1024 ** 3, 1)
+    print(json.dumps(record))
+"""
+DEVICE_PROBE_TIMEOUT_S = 180
+
+
+def probe_devices(python: str | None = None, env: dict | None = None,
+                  timeout: float = DEVICE_PROBE_TIMEOUT_S) -> dict:
+    """What torch sees, asked in a separate process: {"torch": version or None, "cuda": bool,
+    "gpu": name, "gpu_memory_gb": float}, or {"error": text} when the probe itself failed."""
+    import json
+    import subprocess
+
+    from .process import hidden_console_options, python_executable
+
     try:
-        import torch
-    except ImportError:
+        result = subprocess.run([python or python_executable(), "-c", DEVICE_PROBE_CODE], capture_output=True,
+                                text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
+                                **hidden_console_options())
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode == 0 and lines:
+            return json.loads(lines[-1])
+        return {"error": (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]}
+    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        return {"error": str(error)}
+
+
+def device_choices_from_probe(record: dict) -> list[DeviceChoice]:
+    """auto / cuda / cpu with what is really there: the GPU's name and memory, or why not."""
+    if record.get("error"):
+        return [DeviceChoice("auto", "Auto (device query failed: CPU unless a GPU is found)"),
+                DeviceChoice("cuda", "GPU: device query failed", enabled=False),
+                DeviceChoice("cpu", "CPU")]
+    if not record.get("torch"):
         return [DeviceChoice("auto", "Auto (PyTorch not installed yet)"),
                 DeviceChoice("cuda", "GPU: PyTorch not installed yet", enabled=False),
                 DeviceChoice("cpu", "CPU")]
-    if not torch.cuda.is_available():
+    if not record.get("cuda"):
         return [DeviceChoice("auto", "Auto (no CUDA device: CPU)"),
                 DeviceChoice("cuda", "GPU: no CUDA device", enabled=False),
                 DeviceChoice("cpu", "CPU")]
-    properties = torch.cuda.get_device_properties(0)
-    gpu = f"{properties.name}, {properties.total_memory / 1024 ** 3:.1f} GB"
+    gpu = f"{record.get('gpu', 'CUDA device')}, {float(record.get('gpu_memory_gb', 0.0)):.1f} GB"
     return [DeviceChoice("auto", f"Auto (GPU: {gpu})"),
             DeviceChoice("cuda", f"GPU: {gpu}"),
             DeviceChoice("cpu", "CPU")]
+
+
+def device_choices(python: str | None = None, env: dict | None = None) -> list[DeviceChoice]:
+    return device_choices_from_probe(probe_devices(python, env))
+
+
+DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "Apple GPU (MPS)"}
+
+
+def report_notes(report: dict | None) -> str:
+    """What the panel shows from report.json besides the regions: where the model ran and
+    every warning the detection raised (e.g. "the input does not look T1-weighted")."""
+    report = report or {}
+    lines = []
+    device = report.get("device")
+    if device:
+        lines.append(f"Computed on: {DEVICE_NAMES.get(str(device).split(':')[0], str(device))}")
+    lines += [f"Warning: {warning}" for warning in report.get("warnings") or []]
+    return "\n".join(lines)
 
 
 def runs_on_cpu(device_key: str, choices: list[DeviceChoice]) -> bool:

@@ -108,6 +108,30 @@ def child_environment(base: dict | None = None) -> dict:
     return env
 
 
+def hidden_console_options(os_name: str | None = None, subprocess_module=subprocess) -> dict:
+    """Popen keyword arguments that keep a console window from popping up on Windows.
+
+    PythonSlicer is a console program: started from the GUI without this, Windows opens a
+    black console window for every detection. Done as Slicer's own
+    slicer.util.launchConsoleProcess does it (STARTUPINFO with STARTF_USESHOWWINDOW and
+    wShowWindow = SW_HIDE). Nothing to do elsewhere.
+    """
+    if (os_name or os.name) != "nt":
+        return {}
+    info = subprocess_module.STARTUPINFO()
+    info.dwFlags |= subprocess_module.STARTF_USESHOWWINDOW
+    info.wShowWindow = 0  # SW_HIDE
+    return {"startupinfo": info}
+
+
+def child_process_options(os_name: str | None = None, subprocess_module=subprocess) -> dict:
+    """Hidden console, and a process group of its own so Cancel can stop the whole tree."""
+    if (os_name or os.name) == "nt":
+        return {"creationflags": subprocess_module.CREATE_NEW_PROCESS_GROUP,
+                **hidden_console_options("nt", subprocess_module)}
+    return {"start_new_session": True}
+
+
 def make_work_dir() -> Path:
     """A private temporary folder per run: input NRRD in, results out, removed afterwards."""
     return Path(tempfile.mkdtemp(prefix="uadc-slicer-"))
@@ -123,7 +147,8 @@ def kill_process_tree(process: subprocess.Popen, grace_seconds: float = 3.0) -> 
         return
     if os.name == "nt":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                       **hidden_console_options())
         process.wait(timeout=grace_seconds)
         return
     # The group outlives its leader: signal it even if the leader has already exited.
@@ -169,12 +194,10 @@ class DetectionRun:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-                 else {"start_new_session": True})
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=self.env, cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
-            bufsize=1, **group)
+            bufsize=1, **child_process_options())
         # Reader threads: pipes must be drained continuously or the child blocks on a full
         # pipe; the GUI thread only ever looks at the queue.
         for stream, sink in ((self.process.stdout, self._lines.put), (self.process.stderr, self._stderr.append)):

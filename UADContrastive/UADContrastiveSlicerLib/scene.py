@@ -11,9 +11,14 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from . import geometry, segments
+from . import core, geometry, segments
 
 REPORT_ATTRIBUTE = "UADContrastive.Report"
+# Every output node points at the input it was computed from (a node reference: it
+# survives saving and reloading the scene, where node IDs may change) and says what it is.
+INPUT_REFERENCE_ROLE = "UADContrastive.input"
+OUTPUT_KIND_ATTRIBUTE = "UADContrastive.Output"
+OUTPUT_KINDS = ("healthy", "map", "segmentation")
 # Slicer ships these colour tables; the first one present in the scene is used.
 HEAT_COLOR_NAMES = ("Inferno", "ColdToHotRainbow")
 FALLBACK_HEAT_COLOR_NAME = "UADContrastive heat"
@@ -42,6 +47,43 @@ def get_or_create_node(scene, existing, class_name: str, name: str):
     if existing is not None and existing.GetScene() is scene:
         return existing
     return scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+
+
+def mark_output(node, input_node, kind: str) -> None:
+    node.SetAttribute(OUTPUT_KIND_ATTRIBUTE, kind)
+    node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, input_node.GetID())
+
+
+def input_of_output(node):
+    """The input volume an output node was computed from (None if not one of ours)."""
+    return node.GetNodeReference(INPUT_REFERENCE_ROLE) if node is not None else None
+
+
+def outputs_for_input(scene, input_node) -> dict:
+    """{kind: node} of the outputs last computed from `input_node` (kinds missing if none)."""
+    found = {}
+    if input_node is None:
+        return found
+    for class_name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
+        nodes = scene.GetNodesByClass(class_name)
+        for index in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(index)
+            kind = node.GetAttribute(OUTPUT_KIND_ATTRIBUTE)
+            if kind in OUTPUT_KINDS and input_of_output(node) is input_node:
+                found[kind] = node  # scene order: the most recently added one wins
+    return found
+
+
+def reusable_output(scene, node, input_node):
+    """`node` if results of `input_node` may be written into it; otherwise None (a new node
+    is made): never the input itself, never a node outside the scene, never another input's
+    outputs (running on B must not overwrite what was computed from A)."""
+    if node is None or node.GetScene() is not scene or node is input_node:
+        return None
+    owner = input_of_output(node)
+    if owner is not None and owner is not input_node:
+        return None
+    return node
 
 
 def heat_color_node(scene):
@@ -168,12 +210,11 @@ class AnomalyResults:
 
     def _thresholder(self):
         """One ComponentThresholder per map content: slider moves reuse its crop and labelling."""
-        from UADContrastiveLib.postprocess import ComponentThresholder
-
+        thresholder_class = core.component_thresholder_class()
         stamp = self.map_node.GetImageData().GetMTime()
         if self._thresholder_cache is None or self._thresholder_cache[0] != stamp:
             anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
-            self._thresholder_cache = (stamp, ComponentThresholder(anomaly_map, tuple(self.map_node.GetSpacing())))
+            self._thresholder_cache = (stamp, thresholder_class(anomaly_map, tuple(self.map_node.GetSpacing())))
         return self._thresholder_cache[1]
 
     def _threshold(self, threshold: float, min_size_mm3: float):
@@ -198,9 +239,7 @@ class AnomalyResults:
         The labelmap is taken from the segment as it is now, so manual edits are kept.
         Every file is written atomically (temporary name + rename).
         """
-        from UADContrastiveLib.io import write_text, write_volume
-        from UADContrastiveLib.postprocess import threshold_components
-
+        write_text, write_volume, threshold_components = core.write_text, core.write_volume, core.threshold_components
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = [write_segmentation_file(self.segmentation_node, folder / "anomaly.seg.nrrd")]
@@ -248,15 +287,21 @@ def write_segmentation_file(segmentation_node, path: Path) -> Path:
 
 def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None,
                  segmentation_node=None, opacity: float = 0.5) -> AnomalyResults:
-    """Read one detection's output folder into (new or reused) nodes beside the input."""
+    """Read one detection's output folder into nodes beside the input: the given ones when
+    they may hold this input's results (reusable_output), new ones otherwise."""
     import SimpleITK as sitk
 
     result_dir = Path(result_dir)
     report = json.loads((result_dir / "report.json").read_text(encoding="utf-8"))
     base = input_node.GetName()
-    healthy_node = get_or_create_node(scene, healthy_node, "vtkMRMLScalarVolumeNode", f"{base} healthy")
-    map_node = get_or_create_node(scene, map_node, "vtkMRMLScalarVolumeNode", f"{base} anomaly map")
-    segmentation_node = get_or_create_node(scene, segmentation_node, "vtkMRMLSegmentationNode", f"{base} anomaly")
+    healthy_node = get_or_create_node(scene, reusable_output(scene, healthy_node, input_node),
+                                      "vtkMRMLScalarVolumeNode", f"{base} healthy")
+    map_node = get_or_create_node(scene, reusable_output(scene, map_node, input_node),
+                                  "vtkMRMLScalarVolumeNode", f"{base} anomaly map")
+    segmentation_node = get_or_create_node(scene, reusable_output(scene, segmentation_node, input_node),
+                                           "vtkMRMLSegmentationNode", f"{base} anomaly")
+    for node, kind in zip((healthy_node, map_node, segmentation_node), OUTPUT_KINDS):
+        mark_output(node, input_node, kind)
 
     geometry.update_volume_from_sitk(healthy_node, sitk.ReadImage(str(result_dir / "healthy.nii.gz")))
     geometry.update_volume_from_sitk(map_node, sitk.ReadImage(str(result_dir / "anomaly_map.nii.gz")))

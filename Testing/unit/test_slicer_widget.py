@@ -1,0 +1,362 @@
+"""The module's Widget driven like a user would, with Slicer's real Python
+(parameterNodeWrapper, ScriptedLoadableModule), slicer-core's real MRML scene and
+segmentations, stand-in Qt widgets built from the .ui file, and a stand-in logic whose
+detection replays a recorded `uadc detect --json-progress` run
+(Testing/fixtures/detect_json_progress.jsonl, from the tiny test model).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTING = REPO / "Testing"
+MODULE_FILE = REPO / "UADContrastive" / "UADContrastive.py"
+RECORDED_RUN = TESTING / "fixtures" / "detect_json_progress.jsonl"
+sys.path.insert(0, str(TESTING))
+sys.path.insert(0, str(REPO / "UADContrastive"))
+
+import slicer_standins as standins  # noqa: E402
+
+SHAPE_KJI = (12, 16, 20)
+WARNING = "the input does not look T1-weighted (contrast between grey and white matter is low)"
+
+
+def blob_map() -> np.ndarray:
+    """27 voxels at 2.0 and, apart from them, 8 voxels at 1.0."""
+    anomaly_map = np.zeros(SHAPE_KJI, np.float32)
+    anomaly_map[2:5, 2:5, 2:5] = 2.0
+    anomaly_map[8:10, 10:12, 14:16] = 1.0
+    return anomaly_map
+
+
+class ReplayLogic:
+    """Mixin for the module's real logic: the child process is replaced by the recorded
+    run, and its result folder is written on the input's own grid."""
+
+    def __init__(self, tmp_path, scale=1.0):
+        super().__init__()
+        self.tmp_path = tmp_path
+        self.scale = scale  # map values of the next run (tells runs apart)
+        self.runs = []
+
+    def deviceChoices(self):
+        from UADContrastiveSlicerLib import options
+
+        return options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+
+    def startDetection(self, inputVolume, model, device, minSizeMm3=None, uncertainty=False):
+        import SimpleITK as sitk
+        from UADContrastiveSlicerLib import geometry, process
+
+        work = self.tmp_path / f"run{len(self.runs)}"
+        result_dir = work / "out" / "input"
+        result_dir.mkdir(parents=True)
+        grid = geometry.sitk_from_volume(inputVolume)
+        anomaly_map = blob_map() * self.scale
+        for name, array in (("healthy.nii.gz", anomaly_map * 0 + 100), ("anomaly_map.nii.gz", anomaly_map),
+                            ("anomaly_mask.nii.gz", (anomaly_map > 0.5).astype(np.uint8))):
+            image = sitk.GetImageFromArray(array)
+            image.CopyInformation(grid)
+            sitk.WriteImage(image, str(result_dir / name))
+        report = {"threshold": {"value": 0.5, "method": "calibrated"}, "device": "cpu", "warnings": [WARNING],
+                  "thresholds_available": {"fpr_1%": 0.5, "fpr_0.5%": 1.5, "fpr_0.1%": 2.5},
+                  "min_size_mm3": 0.0, "components": []}
+        (result_dir / "report.json").write_text(json.dumps(report))
+        input_path = work / process.INPUT_NAME
+        lines = [line.replace("RESULT_DIR", str(result_dir)).replace("INPUT", str(input_path))
+                 for line in RECORDED_RUN.read_text().splitlines()]
+        run = process.DetectionRun(["uadc"], work, remove_work_dir=False)
+        run.process = types.SimpleNamespace(returncode=None, poll=lambda: run.process.returncode)
+        run.pending = lines
+        self.runs.append(run)
+        return run, input_path
+
+    def showResults(self, results, opacity):
+        self.shown = results
+
+
+def feed(run, count):
+    """The child writes `count` more lines; it exits after the last one."""
+    for line in run.pending[:count]:
+        run._lines.put(line + "\n")
+    run.pending = run.pending[count:]
+    if not run.pending:
+        run.process.returncode = 0
+
+
+@pytest.fixture()
+def env(monkeypatch, tmp_path):
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    pytest.importorskip("SimpleITK")
+    with standins.isolated_modules():
+        import slicer
+
+        scene = slicer.vtkMRMLScene()
+        standins.install(monkeypatch, scene)
+        monkeypatch.setattr(slicer.util, "loadUI", standins.load_ui)
+        monkeypatch.setattr(slicer.util, "childWidgetVariables", standins.child_widget_variables)
+        monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *args, **kwargs: True)
+        errors = []
+        monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: errors.append(text))
+        monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+            uadcontrastive=types.SimpleNamespace(path=str(MODULE_FILE))), raising=False)
+        module = standins.load_module_file(monkeypatch, MODULE_FILE)
+        monkeypatch.setattr(module.dependencies, "missing_requirements", lambda: [])
+        monkeypatch.setattr(module.dependencies, "SLICER_PYTHON_VERSION", "3.9")  # this test's Python
+        monkeypatch.setattr(module.options, "model_choices",
+                            lambda: [module.options.ModelChoice("tiny-test", "tiny-test (T1)", {})])
+        logic = type("UADContrastiveLogic", (ReplayLogic, module.UADContrastiveLogic), {})(tmp_path)
+        widget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
+        widget.setup()
+        widget.enter()
+        yield types.SimpleNamespace(slicer=slicer, scene=scene, module=module, widget=widget, logic=logic,
+                                    ui=widget.ui, errors=errors)
+        widget.cleanup()
+
+
+def add_volume(env, name, offset=0.0):
+    from UADContrastiveSlicerLib import geometry
+
+    node = env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    matrix = np.diag([1.2, 0.9, 2.5, 1.0])
+    matrix[:3, 3] = (-10.0 + offset, 20.0, 5.0)
+    geometry.update_volume_from_array(node, np.full(SHAPE_KJI, 100.0, np.float32), matrix)
+    return node
+
+
+def detect(env, lines_per_poll=2):
+    """Click Detect, let the recorded run arrive a few lines per timer tick."""
+    env.ui.detectButton.click()
+    assert not env.errors, env.errors
+    run = env.logic.runs[-1]
+    assert env.ui.detectButton.text == "Cancel"
+    while env.widget._run is not None:
+        feed(run, lines_per_poll)
+        env.widget._pollTimer.fire()
+    assert not env.errors, env.errors
+    return run
+
+
+def segment_count(env):
+    from UADContrastiveSlicerLib import segments
+
+    return segments.segment_voxel_count(env.widget._parameterNode.segmentation)
+
+
+def test_the_widget_binds_and_preselects_the_input(env):
+    volume = add_volume(env, "T1")
+    env.widget.exit()
+    env.widget.enter()
+    assert env.widget._parameterNode.inputVolume is volume
+    assert env.ui.inputSelector.currentNode() is volume
+    assert env.ui.detectButton.enabled
+
+
+def test_progress_never_moves_back_over_a_recorded_run(env):
+    recorded = [json.loads(line) for line in RECORDED_RUN.read_text().splitlines()]
+    raw = [r["fraction"] for r in recorded]
+    assert any(b < a for a, b in zip(raw, raw[1:])), "the recorded run must restart fractions per stage"
+    add_volume(env, "T1")
+    env.widget.enter()
+    env.ui.progressBar.values.clear()
+    detect(env, lines_per_poll=1)
+    shown = env.ui.progressBar.values
+    assert len(shown) == len(recorded) + 1  # the reset to 0, then one value per line
+    assert all(b >= a for a, b in zip(shown, shown[1:])), shown
+    assert shown[-1] == 100 and shown[len(shown) // 2] > 0
+
+
+def test_threshold_slider_changes_the_segment_and_reuses_the_thresholder(env, monkeypatch):
+    from UADContrastiveLib import postprocess
+
+    built = []
+
+    class CountingThresholder(postprocess.ComponentThresholder):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(postprocess, "ComponentThresholder", CountingThresholder)
+    add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    p = env.widget._parameterNode
+    assert p.threshold == 0.5 and segment_count(env) == 27 + 8
+    assert env.ui.thresholdSlider.maximum >= 2.5 * 1.5  # calibrated range: every preset reachable
+
+    for value, expected in ((1.5, 27), (0.5, 35), (2.5, 0)):
+        env.ui.thresholdSlider.value = value  # the user drags the slider
+        assert p.threshold == value
+        env.widget._rethresholdTimer.fire()
+        assert segment_count(env) == expected, value
+    assert "No anomaly above this threshold" in env.ui.resultsLabel.text
+    assert len(built) == 1, "every slider move rebuilt the thresholder (cache missed)"
+    assert env.widget.logic.results(p) is env.widget.logic.results(p)
+
+
+def test_report_device_and_warnings_are_shown(env):
+    add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    assert "Computed on: CPU" in env.ui.reportLabel.text
+    assert "Warning: " + WARNING in env.ui.reportLabel.text
+
+
+def test_a_new_input_gets_new_output_nodes(env):
+    from UADContrastiveSlicerLib import geometry
+
+    volume_a = add_volume(env, "A")
+    volume_b = add_volume(env, "B", offset=7.0)
+    env.widget.enter()
+    env.ui.inputSelector.setCurrentNode(volume_a)
+    detect(env)
+    p = env.widget._parameterNode
+    outputs_a = (p.healthyVolume, p.anomalyMapVolume, p.segmentation)
+    map_a = geometry.array_from_volume(outputs_a[1]).copy()
+    assert outputs_a[1].GetName() == "A anomaly map"
+    for selector in (env.ui.healthySelector, env.ui.anomalyMapSelector):
+        assert volume_a not in selector.selectableNodes()  # the input cannot be picked as an output
+
+    env.ui.inputSelector.setCurrentNode(volume_b)  # the user switches the input
+    assert (p.healthyVolume, p.anomalyMapVolume, p.segmentation) == (None, None, None)
+    assert env.ui.resultsLabel.text == "No results yet." and not env.ui.resultsCollapsibleButton.enabled
+    assert volume_b not in env.ui.anomalyMapSelector.selectableNodes()
+
+    env.logic.scale = 3.0
+    detect(env)
+    outputs_b = (p.healthyVolume, p.anomalyMapVolume, p.segmentation)
+    assert not set(map(id, outputs_b)) & set(map(id, outputs_a))
+    assert outputs_b[1].GetName() == "B anomaly map"
+    assert np.array_equal(geometry.array_from_volume(outputs_a[1]), map_a)  # A's results untouched
+    assert all(node.GetScene() is env.scene for node in outputs_a)
+
+    env.ui.inputSelector.setCurrentNode(volume_a)  # back to A: A's own results again
+    assert (p.healthyVolume, p.anomalyMapVolume, p.segmentation) == outputs_a
+
+
+def test_a_run_never_writes_into_another_inputs_outputs(env):
+    """Even when the user picks A's outputs by hand while B is the input."""
+    volume_a = add_volume(env, "A")
+    volume_b = add_volume(env, "B", offset=3.0)
+    env.widget.enter()
+    env.ui.inputSelector.setCurrentNode(volume_a)
+    detect(env)
+    p = env.widget._parameterNode
+    map_a = p.anomalyMapVolume
+    env.ui.inputSelector.setCurrentNode(volume_b)
+    env.ui.anomalyMapSelector.setCurrentNode(map_a)
+    detect(env)
+    assert p.anomalyMapVolume is not map_a and p.anomalyMapVolume.GetName() == "B anomaly map"
+
+
+def test_too_old_a_slicer_is_refused_with_a_message(env, monkeypatch):
+    add_volume(env, "T1")
+    env.widget.enter()
+    monkeypatch.setattr(env.module.dependencies, "SLICER_PYTHON_VERSION", "99.0")
+    env.ui.detectButton.click()
+    assert env.errors and "3D Slicer 5.10 or newer" in env.errors[-1]
+    assert not env.logic.runs
+
+
+def test_layout_is_registered_when_slicer_starts(env):
+    layout_logic = env.slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(env.scene)
+    env.slicer.app.layout_manager = types.SimpleNamespace(layoutLogic=lambda: layout_logic)
+    parent = types.SimpleNamespace(path=str(MODULE_FILE))
+    env.module.UADContrastive(parent)
+    from UADContrastiveSlicerLib import layout
+
+    assert not layout_logic.GetLayoutNode().IsLayoutDescription(layout.LAYOUT_ID)
+    env.slicer.app.startupCompleted.emit()  # Slicer's signal once every module is loaded
+    assert layout_logic.GetLayoutNode().IsLayoutDescription(layout.LAYOUT_ID)
+
+
+def test_on_reload_reloads_the_helpers_then_the_module(env, monkeypatch):
+    reloaded = []
+    monkeypatch.setattr(env.slicer.util, "reloadScriptedModule", lambda name: reloaded.append(name))
+    import UADContrastiveSlicerLib.stages as stages
+
+    before = stages.StageProgress
+    env.widget.onReload()
+    assert reloaded == ["UADContrastive"]
+    assert sys.modules["UADContrastiveSlicerLib.stages"].StageProgress is not before
+
+
+def test_self_test_needs_no_torch_model_or_network(env, monkeypatch):
+    case = env.module.UADContrastiveTest()
+    shown = []
+    monkeypatch.setattr(case, "delayDisplay", lambda message, *args, **kwargs: shown.append(message))
+    monkeypatch.setattr(env.module.options, "model_choices", lambda: [])
+    case.runTest()
+    assert "Results without a model: passed" in shown
+    assert any(message.startswith("Detection test skipped: no model installed") for message in shown)
+
+
+ENTER_WITHOUT_TORCH = """
+import sys, types
+sys.path[:0] = [{testing!r}, {module_dir!r}]
+import pytest
+import slicer_standins as standins
+with pytest.MonkeyPatch.context() as monkeypatch:
+    import slicer
+    scene = slicer.vtkMRMLScene()
+    standins.install(monkeypatch, scene)
+    monkeypatch.setattr(slicer.util, "loadUI", standins.load_ui)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", standins.child_widget_variables)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        uadcontrastive=types.SimpleNamespace(path={module_file!r})), raising=False)
+    module = standins.load_module_file(monkeypatch, __import__("pathlib").Path({module_file!r}))
+    widget = module.UADContrastiveWidget(standins.qMRMLWidget())
+    widget.setup()
+    widget.enter()  # the real logic: probes the devices
+    labels = [widget.ui.deviceComboBox._items[i][0] for i in range(widget.ui.deviceComboBox.count())]
+    print("TORCH_IN_GUI_PROCESS", "torch" in sys.modules)
+    print("DEVICES", labels)
+    print("WAIT_CURSOR", len(slicer.app.override_cursors))
+"""
+
+
+def test_entering_the_module_probes_devices_without_importing_torch():
+    """In a fresh interpreter (this one may have torch loaded by other tests)."""
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    standins.require_reference()
+    code = textwrap.dedent(ENTER_WITHOUT_TORCH).format(
+        testing=str(TESTING), module_dir=str(REPO / "UADContrastive"), module_file=str(MODULE_FILE))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TORCH_IN_GUI_PROCESS False" in result.stdout
+    devices = next(line for line in result.stdout.splitlines() if line.startswith("DEVICES"))
+    assert "Auto (" in devices and "CPU" in devices and "not installed" not in devices  # torch answered
+    assert "WAIT_CURSOR 1" in result.stdout
+
+
+def test_an_output_node_picked_by_the_user_is_kept_across_module_visits(env):
+    volume = add_volume(env, "T1")
+    mine = env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my map")
+    env.widget.enter()
+    env.ui.inputSelector.setCurrentNode(volume)
+    env.ui.anomalyMapSelector.setCurrentNode(mine)
+    env.widget.exit()
+    env.widget.enter()
+    assert env.widget._parameterNode.anomalyMapVolume is mine
+    detect(env)
+    assert env.widget._parameterNode.anomalyMapVolume is mine  # filled, now marked as T1's
+
+
+def test_closing_the_scene_drops_the_results(env):
+    add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    assert env.logic._resultsCache
+    env.scene.Clear(0)  # File > Close Scene
+    assert not env.logic._resultsCache
+    assert env.widget._parameterNode is not None and env.widget._parameterNode.inputVolume is None
+    assert env.ui.resultsLabel.text == "No results yet." and not env.ui.detectButton.enabled

@@ -1,0 +1,40 @@
+"""The Slicer side's only doorway into the core (UADContrastiveLib).
+
+The core's module layout is being reorganised; every import of it from the Slicer side
+goes through one function here, so a move touches one line. Imports happen when called:
+loading the module in Slicer must not import the core's dependencies (some are installed
+only on first use).
+"""
+from __future__ import annotations
+
+
+def model_zoo():
+    """The model registry: list_models(), read_card(path), model_dirs()."""
+    from UADContrastiveLib import zoo
+
+    return zoo
+
+
+def component_thresholder_class():
+    """ComponentThresholder(map, spacing)(threshold, min_size_mm3) -> (mask, components)."""
+    from UADContrastiveLib.postprocess import ComponentThresholder
+
+    return ComponentThresholder
+
+
+def threshold_components(*args, **kwargs):
+    from UADContrastiveLib.postprocess import threshold_components
+
+    return threshold_components(*args, **kwargs)
+
+
+def write_volume(*args, **kwargs):
+    from UADContrastiveLib.io import write_volume
+
+    return write_volume(*args, **kwargs)
+
+
+def write_text(*args, **kwargs):
+    from UADContrastiveLib.io import write_text
+
+    return write_text(*args, **kwargs)
