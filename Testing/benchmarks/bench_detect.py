@@ -9,7 +9,7 @@ import resource
 import time
 from pathlib import Path
 
-from UADContrastiveLib.detect import Detector
+from UADContrastiveLib.detection.detector import Detector
 from UADContrastiveLib.io import read_volume
 
 REPO = Path(__file__).resolve().parents[2]
