@@ -130,8 +130,7 @@ class ModelCard:
         for key in ("preprocessing", "network", "inference"):
             if getattr(self, key):
                 card[key] = copy.deepcopy(getattr(self, key))
-        defaults = type(self.postprocess)()
-        card["postprocess"] = {k: v for k, v in asdict(self.postprocess).items() if v != getattr(defaults, k)}
+        card["postprocess"] = asdict(self.postprocess)  # every setting explicit: a detection is reproducible
         card["thresholds"] = self.thresholds.to_dict()
         for key in ("training", "evaluation"):
             if getattr(self, key):
