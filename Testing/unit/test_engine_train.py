@@ -56,7 +56,7 @@ def test_train_all_writes_verified_model_folder(tmp_path):
     cfg = config(tmp_path)
     summary = training.train(cfg, None, tmp_path / "model", "all", device="cpu")
     assert summary["steps"] == 4
-    card = zoo.verify_model(tmp_path / "model")
+    card = zoo.verify_model(tmp_path / "model").to_dict()
     assert set(card["files"]) == {"unet.pt", "encoder.pt"}
     assert card["training"]["subjects"] == {"train": ["S0", "S1"], "validation": ["S2"]}
     assert card["engine"] == "contrastive_diffusion" and card["network"]["conditioned"] is True
@@ -71,7 +71,7 @@ def test_train_all_writes_verified_model_folder(tmp_path):
     # a model folder can also be exported from the last checkpoint (EMA weights)
     trained = torch.load(tmp_path / "model" / "unet.pt", weights_only=True)
     exported = model_folder.export_checkpoint(cfg, tmp_path / "model", ["S0", "S1"], ["S2"], 4)
-    card2 = zoo.verify_model(exported)
+    card2 = zoo.verify_model(exported).to_dict()
     assert card2["training"]["diffusion"]["steps"] == 4 and "checkpoint" in card2["status"]
     again = torch.load(exported / "unet.pt", weights_only=True)
     assert all(torch.equal(trained[k], again[k]) for k in trained)  # the same EMA weights
@@ -127,3 +127,46 @@ def test_config_file_loads_and_merges(tmp_path):
     cfg = load_config(path)
     assert cfg["diffusion"]["lr"] == 0.5 and cfg["diffusion"]["batch_size"] == 32
     json.dumps(cfg)
+
+
+def test_atlas_is_rebuilt_by_uadc_train_from_the_slice_cache(tmp_path):
+    """`uadc train --engine zscore_atlas`: the shipped baseline has a rebuild command, fitted on
+    the slice cache (the detection path)."""
+    import numpy as np
+    import yaml
+    from UADContrastiveLib.cli import main
+    from UADContrastiveLib.engines.zscore_atlas.engine import ZScoreAtlasEngine
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    ids = ["S0", "S1", "S2", "S3"]
+    brain = np.zeros((80, 96, 96), bool)
+    brain[20:60, 20:76, 20:76] = True
+    for subject_id in ids:
+        volume = np.where(brain, 0.5 + 0.1 * rng.standard_normal(brain.shape), 0).astype(np.float32)
+        np.savez_compressed(cache / f"{subject_id}.npz", volume=volume, brain=brain)
+    config = tmp_path / "atlas.yaml"
+    config.write_text(yaml.safe_dump({"cache_dir": str(cache), "subjects": {"train": ids, "validation": []}}))
+    out = tmp_path / "zscore-atlas-test"
+    assert main(["train", "--engine", "zscore_atlas", "--config", str(config), "--data", str(tmp_path),
+                 "--out", str(out)]) == 0
+    card = zoo.verify_model(out)
+    assert card.engine == "zscore_atlas" and card.name == "zscore-atlas-test"
+    assert card.training["subjects"] == ids and "detection path" in card.training["volumes"]
+    engine = load_engine(out, "cpu")
+    assert isinstance(engine, ZScoreAtlasEngine)
+    assert abs(float(engine.mean[40, 48, 48]) - 0.5) < 0.1
+
+
+def test_recipe_is_a_training_config_and_names_no_unknown_engine():
+    from UADContrastiveLib.cli import build_parser
+    from UADContrastiveLib.engines import ENGINES
+    from UADContrastiveLib.resources import SHIPPED_MODELS
+
+    recipe = SHIPPED_MODELS / "recipes" / "contrastive-diffusion-t1.yaml"
+    config = load_config(recipe)
+    assert config["diffusion"]["network"]["unet"]["conditioning"] == "film"
+    assert config.get("engine", "contrastive_diffusion") in ENGINES
+    args = build_parser().parse_args(["train", "--config", str(recipe), "--data", "d", "--out", "o"])
+    assert args.engine is None and args.config == str(recipe)

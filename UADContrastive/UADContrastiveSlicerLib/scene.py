@@ -179,8 +179,9 @@ class AnomalyResults:
 
     def _threshold(self, threshold: float, min_size_mm3: float):
         mask, components = self._thresholder()(float(threshold), float(min_size_mm3))
-        total = float(sum(c["volume_ml"] for c in components))
-        return mask, ThresholdSummary(len(components), total, list(components))
+        from UADContrastiveLib.outputs.report import anomalous_volume_ml
+
+        return mask, ThresholdSummary(len(components), anomalous_volume_ml(components), list(components))
 
     def summarize(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
         """What the map gives at these settings, without touching the (maybe edited) segment."""

@@ -15,7 +15,7 @@ from ...zoo.card import ModelCard
 from ...zoo.registry import sha256_file
 from .diffusion import build_unet
 from .engine import DEFAULT_INFERENCE, ENCODER_FILE, UNET_FILE, ContrastiveDiffusionEngine
-from .stages import brain_mae, load_pretrained_encoder
+from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
 
 
 def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: list[str], val_ids: list[str],
@@ -106,8 +106,7 @@ def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], v
               "final_train_loss": float(np.mean(losses)) if losses else None,
               "validation": {"brain_mae": round(mae, 5), "slices": len(images),
                              "seconds_per_slice": round(seconds / max(1, len(images)), 4),
-                             "what": "mean |x - reconstruction| inside the brain, normalised intensities "
-                                     "(brain p1 -> 0, p99 -> 1), on evenly spread slices of the validation subjects"},
+                             "what": VALIDATION_WHAT},
               "encoder_summary": state.get("encoder_summary", {}), "batch_size": None,
               "engine": engine, "world_size": None}
     return write_model_folder(Path(out_dir), config, result, train_ids, val_ids, device_, state["elapsed"],

@@ -67,6 +67,10 @@ class DiffusionModule(nn.Module):
         return self.unet(x_t, t, latent, noise_mask)
 
 
+VALIDATION_WHAT = ("mean |x - reconstruction| inside the brain, normalised intensities (brain p1 -> 0, p99 -> 1), "
+                   "on evenly spread slices of the validation subjects")
+
+
 def brain_mae(engine: ContrastiveDiffusionEngine, images: torch.Tensor, brains: torch.Tensor, seed: int = 0) -> float:
     """Mean |x - reconstruction| inside the brain over the given slices."""
     if len(images) == 0:
@@ -311,8 +315,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
             "final_train_loss": float(np.mean(losses[-50:])) if losses else (history[-1]["train_loss"] if history else None),
             "validation": {"brain_mae": round(mae, 5), "slices": len(final_images),
                            "seconds_per_slice": round(seconds / max(1, len(final_images)), 4),
-                           "what": "mean |x - reconstruction| inside the brain, normalised intensities "
-                                   "(brain p1 -> 0, p99 -> 1), on evenly spread slices of the validation subjects"},
+                           "what": VALIDATION_WHAT},
             "encoder_summary": encoder_summary, "batch_size": int(cfg["batch_size"]) * dist_.world,
             "engine": engine(), "encoder": encoder,
         })
