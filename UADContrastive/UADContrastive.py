@@ -363,14 +363,9 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if results is None:
             return
         _low, high = results.map_range()
-        minimum, maximum, step = options.threshold_slider_range(high, self.presets())
+        minimum, maximum, step = options.threshold_slider_range(high, list(self.presetValues().items()))
         slider = self.ui.thresholdSlider
         slider.minimum, slider.maximum, slider.singleStep = minimum, maximum, step
-
-    def presets(self) -> list:
-        results = self.logic.results(self._parameterNode) if self._parameterNode else None
-        source = results.report if results is not None else self.currentCard()
-        return options.threshold_presets(source)
 
     def presetValues(self) -> dict:
         results = self.logic.results(self._parameterNode) if self._parameterNode else None

@@ -27,9 +27,3 @@ DEFAULT_PRESET = "fpr_0.5%"
 DICE_OPTIMAL = "dice_optimal"
 PRESET_TOOLTIP = ("Threshold at which this fraction of healthy brain voxels is flagged "
                   "(calibrated on healthy scans for the selected model).")
-
-
-def preset_button_name(preset: ThresholdPreset) -> str:
-    """Object name of the preset's button in the Slicer module ("fpr_0.5%" -> "presetFpr0_5Button")."""
-    digits = preset.key.removeprefix("fpr_").rstrip("%").replace(".", "_")
-    return f"presetFpr{digits}Button"
