@@ -112,3 +112,41 @@ def test_atlas_on_another_grid_than_its_card_is_refused(tmp_path):
     np.savez(folder / ATLAS_FILE, mean=np.zeros((4, 4, 4)), std=np.ones((4, 4, 4)))
     with pytest.raises(ModelError, match="model_grid"):
         ZScoreAtlasEngine.from_folder(folder, ModelCard.read(folder))
+
+
+def test_untyped_card_of_a_film_model_from_training_reads_and_loads(tmp_path):
+    """A folder written by today's training code (FiLM conditioning, patched inference keys,
+    no thresholds yet) reads through the typed card and runs."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    from UADContrastiveLib.engines import load_engine
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_model import TINY_NETWORK, make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "film")
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    network = {**TINY_NETWORK, "unet": {**TINY_NETWORK["unet"], "conditioning": "film"}}
+    from UADContrastiveLib.engines.contrastive_diffusion.diffusion import build_unet
+    from UADContrastiveLib.zoo import sha256_file
+
+    torch.save(build_unet(network["unet"]).state_dict(), folder / "unet.pt")
+    card.update(network=network, inference={"timesteps": [500], "noise": "multiscale", "patch_size": 16,
+                                            "patch_stride": 8, "seed": 0},
+                validation={"brain_mae": 0.1}, status="exported from a training checkpoint at step 4")
+    card.pop("thresholds")
+    card.pop("postprocess", None)
+    card["files"]["unet.pt"] = sha256_file(folder / "unet.pt")
+    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    typed = ModelCard.read(folder)
+    assert typed.network["unet"]["conditioning"] == "film" and typed.thresholds.values == {}
+    assert typed.extra["status"].startswith("exported")
+    engine = load_engine(folder, "cpu")
+    volume = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    brain = np.zeros_like(volume, bool)
+    brain[:, 8:24, 8:24] = True
+    assert engine.reconstruct(volume, brain).shape == volume.shape
+    with pytest.raises(ModelError, match="no calibrated threshold"):
+        typed.default_threshold()
