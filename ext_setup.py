@@ -23,6 +23,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -30,19 +32,55 @@ REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 STAMP = VENV / ".uadc-setup.json"
 TORCH_VERSION = "2.13.0"
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+# The CPU index is probed before pip uses it: pip itself would retry an unreachable index
+# for minutes. Name lookup ignores socket timeouts, hence the probe's own deadline.
+INDEX_PROBE_SECONDS = 5.0
 
 
 def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def index_reachable(url: str, seconds: float = INDEX_PROBE_SECONDS) -> bool:
+    """True when `url` answers within `seconds` (name lookup included)."""
+    answered = []
+
+    def probe():
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url + "/", method="HEAD"), timeout=seconds):
+                answered.append(True)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(answered)
+
+
+def local_torch_wheel() -> Path | None:
+    """A torch wheel given by UADC_TORCH_WHEEL (for machines without access to PyTorch's index)."""
+    wheel = os.environ.get("UADC_TORCH_WHEEL")
+    return Path(wheel) if wheel and Path(wheel).is_file() else None
+
+
 def torch_requirement(cuda: str | None) -> list[str]:
-    """pip arguments installing torch: the pinned build, from PyTorch's CUDA index if asked."""
-    args = [f"torch=={TORCH_VERSION}"]
+    """pip arguments installing the pinned torch: a CUDA build from PyTorch's CUDA index if asked;
+    otherwise the CPU build (a few hundred MB instead of several GB of CUDA libraries) from a
+    local wheel (UADC_TORCH_WHEEL), else PyTorch's CPU index, else, when that index cannot be
+    reached, the default index (on Linux that build carries CUDA libraries; it runs on CPU too)."""
     if cuda:
-        tag = "cu" + cuda.replace(".", "")
-        args += ["--index-url", f"https://download.pytorch.org/whl/{tag}"]
-    return args
+        return [f"torch=={TORCH_VERSION}", "--index-url", f"{PYTORCH_INDEX}/cu" + cuda.replace(".", "")]
+    wheel = local_torch_wheel()
+    if wheel is not None:
+        return [str(wheel)]
+    cpu_index = f"{PYTORCH_INDEX}/cpu"
+    if index_reachable(cpu_index):
+        return [f"torch=={TORCH_VERSION}", "--index-url", cpu_index]
+    print(f"{cpu_index} cannot be reached; installing torch from the default package index instead "
+          "(set UADC_TORCH_WHEEL to a downloaded CPU wheel to avoid the larger build)", flush=True)
+    return [f"torch=={TORCH_VERSION}"]
 
 
 def setup_fingerprint(extras: str, cuda: str | None) -> str:

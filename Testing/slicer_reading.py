@@ -23,5 +23,8 @@ def read_with_slicer(path):
         labelmap = segment.GetRepresentation("Binary labelmap")
         scalars = labelmap.GetPointData().GetScalars()
         voxels = 0 if scalars is None else int((numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()).sum())
-        result.append({"name": segment.GetName(), "voxels": voxels, "color": segment.GetColor()})
+        terminology = (segment.GetTerminology() if hasattr(segment, "GetTerminology")
+                       else segment.GetTag(segment.GetTerminologyEntryTagName()))
+        result.append({"name": segment.GetName(), "voxels": voxels, "color": segment.GetColor(),
+                       "terminology": terminology})
     return result

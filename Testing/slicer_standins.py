@@ -150,8 +150,11 @@ class QLabel(QWidget):
 class QPushButton(QWidget):
     SIGNALS = ("clicked", "toggled")
 
-    def __init__(self, parent=None):
-        super().__init__(parent)
+    def __init__(self, text_or_parent=None, parent=None):
+        # like Qt: QPushButton(parent) or QPushButton(text, parent)
+        text = text_or_parent if isinstance(text_or_parent, str) else ""
+        super().__init__(parent if isinstance(text_or_parent, str) else text_or_parent)
+        self.text = text
         self.checkable = False
         self.checked = False
 
@@ -302,8 +305,10 @@ class QTimer(QObject):
 
 
 class QVBoxLayout(QObject):
+    """Layouts are QObjects: a named one in a .ui is a child that childWidgetVariables finds."""
+
     def addWidget(self, widget):
-        pass
+        self.widgets = [*getattr(self, "widgets", []), widget]
 
 
 class QSettings:
@@ -510,6 +515,8 @@ def load_ui(path) -> QWidget:
                 if sub.tag == "widget":
                     build(sub, widget)
                 elif sub.tag in ("layout", "item"):
+                    if sub.tag == "layout" and sub.get("name"):
+                        QVBoxLayout(widget).objectName = sub.get("name")
                     walk(sub)
 
         walk(element)
@@ -525,9 +532,10 @@ def load_ui(path) -> QWidget:
 
 
 def child_widget_variables(widget):
-    """slicer.util.childWidgetVariables: one attribute per named child widget."""
+    """slicer.util.childWidgetVariables: one attribute per named descendant QObject (the real
+    one walks children(), which holds the layouts too)."""
     ui = types.SimpleNamespace()
-    for child in widget.findChildren(QWidget):
+    for child in widget.findChildren(None):
         if child.objectName:
             setattr(ui, child.objectName, child)
     return ui

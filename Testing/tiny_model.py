@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import torch
-from UADContrastiveLib.engines.contrastive_diffusion import ENCODER_FILE, UNET_FILE
-from UADContrastiveLib.models.diffusion import build_unet
-from UADContrastiveLib.models.encoder import build_encoder
-from UADContrastiveLib.templates import ModelGrid
+from UADContrastiveLib.engines.contrastive_diffusion.diffusion import build_unet
+from UADContrastiveLib.engines.contrastive_diffusion.encoder import build_encoder
+from UADContrastiveLib.engines.contrastive_diffusion.engine import ENCODER_FILE, UNET_FILE
+from UADContrastiveLib.preprocess.templates import ModelGrid
 from UADContrastiveLib.zoo import sha256_file
 
 TINY_NETWORK = {
@@ -31,9 +31,8 @@ def make_tiny_model(folder: Path, threshold: float = 0.3, seed: int = 0) -> Path
         "name": "tiny-test", "version": "0.0.1", "engine": "contrastive_diffusion", "modality": "T1",
         "template": "ixi-head-2mm", "model_grid": ModelGrid().to_dict(), "network": TINY_NETWORK,
         "inference": {"timesteps": [250, 500, 750], "batch_size": 40, "seed": 0},
-        "postprocess": {"min_size_mm3": 64.0},
         "thresholds": {"values": {"fpr_1%": threshold, "fpr_0.5%": threshold * 1.2, "fpr_0.1%": threshold * 1.5},
-                       "default": "fpr_1%"},
+                       "default": "fpr_1%", "min_size_mm3": 64.0},
         "files": {name: sha256_file(folder / name) for name in (UNET_FILE, ENCODER_FILE)},
     }
     (folder / "model.json").write_text(json.dumps(card, indent=2))

@@ -37,7 +37,6 @@ MODULE_DIR = Path(__file__).resolve().parent
 POLL_INTERVAL_MS = 100
 # Slider moves are merged: the segment is recomputed once the slider rests this long.
 RETHRESHOLD_DELAY_MS = 120
-PRESET_BUTTONS = ("preset1Button", "preset05Button", "preset01Button")
 # Slicer's parameterNodeWrapper binds a float to a ctkSliderWidget only with a declared
 # range, and sets the slider to it when connecting. For the threshold this is only the
 # validator's range: the widget then narrows the slider to the map's calibrated range.
@@ -139,8 +138,12 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.showModelsFolderButton.connect("clicked(bool)", self.onShowModelsFolder)
         self.ui.clearModelsFolderButton.connect("clicked(bool)", self.onClearModelsFolder)
-        for index, name in enumerate(PRESET_BUTTONS):
-            getattr(self.ui, name).connect("clicked(bool)", lambda _checked, i=index: self.onPreset(i))
+        self.presetButtons = {}  # preset key -> button, one per preset of the core's single list
+        for preset in options.HEALTHY_FPR_PRESETS:
+            button = qt.QPushButton(preset.label)
+            button.connect("clicked(bool)", lambda _checked, key=preset.key: self.onPreset(key))
+            self.ui.presetsLayout.addWidget(button)
+            self.presetButtons[preset.key] = button
 
         self.populateModels()
         self.initializeParameterNode()
@@ -420,28 +423,27 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         results = self.logic.results(p)
         mapMax = results.map_range()[1] if results is not None else None
-        minimum, maximum, step = options.threshold_slider_range(mapMax, self.presets(), p.threshold)
+        minimum, maximum, step = options.threshold_slider_range(mapMax, list(self.presetValues().items()),
+                                                                p.threshold)
         slider = self.ui.thresholdSlider
         slider.singleStep = step
         slider.minimum, slider.maximum = minimum, maximum
 
-    def presets(self) -> list:
+    def presetValues(self) -> dict:
         results = self.logic.results(self._parameterNode) if self._parameterNode else None
-        source = results.report if results is not None else self.currentCard()
-        return options.threshold_presets(source)
+        return options.preset_values(results.report if results is not None else self.currentCard())
 
     def refreshPresets(self) -> None:
-        presets = dict(enumerate(self.presets()))
-        for index, name in enumerate(PRESET_BUTTONS):
-            button = getattr(self.ui, name)
-            button.enabled = index in presets
-            button.toolTip = (f"{presets[index][1]:.4g} — " + options.PRESET_TOOLTIP) if index in presets else _(
+        values = self.presetValues()
+        for key, button in self.presetButtons.items():
+            button.enabled = key in values
+            button.toolTip = (f"{values[key]:.4g} — " + options.PRESET_TOOLTIP) if key in values else _(
                 "Not calibrated for this model.")
 
-    def onPreset(self, index: int) -> None:
-        presets = self.presets()
-        if index < len(presets):
-            self._parameterNode.threshold = presets[index][1]
+    def onPreset(self, key: str) -> None:
+        values = self.presetValues()
+        if key in values:
+            self._parameterNode.threshold = values[key]
 
     def applyThreshold(self, force: bool = False) -> None:
         p = self._parameterNode
@@ -515,13 +517,12 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
         env = process.child_environment(UADContrastiveLogic.childBaseEnvironment())
         return options.device_choices(env=env)
 
-    def startDetection(self, inputVolume, model: str, device: str, minSizeMm3=None,
-                       uncertainty: bool = False):
+    def startDetection(self, inputVolume, model: str, device: str):
         """Write the input to a private temp folder and start the detection there."""
         workDir = process.make_work_dir()
         try:
             inputPath = scene_logic.write_input_volume(inputVolume, workDir / process.INPUT_NAME)
-            command = process.detect_command(inputPath, workDir / "out", model, device, minSizeMm3, uncertainty)
+            command = process.detect_command(inputPath, workDir / "out", model, device, None)
             run = process.DetectionRun(command, workDir, env=process.child_environment(self.childBaseEnvironment()))
             run.start()
         except Exception:

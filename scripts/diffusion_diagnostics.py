@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from UADContrastiveLib import slice_cache
-from UADContrastiveLib.corruptions import insert_synthetic_lesions
 from UADContrastiveLib.datasets import is_validation
-from UADContrastiveLib.engines import load_engine
-from UADContrastiveLib.real_lesions import validation_part
+from UADContrastiveLib.engines.registry import load_engine
+from UADContrastiveLib.evaluation.real_lesions import validation_part
+from UADContrastiveLib.training import slice_cache
+from UADContrastiveLib.training.corruptions import insert_synthetic_lesions
 
 TIMESTEPS = (250, 500, 750, 900)
 

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from UADContrastiveLib import slice_cache
 from UADContrastiveLib.datasets import is_validation
-from UADContrastiveLib.engines import load_engine
-from UADContrastiveLib.evaluate import read_cases_csv
+from UADContrastiveLib.detection.residual_stats import compute_residual_stats, residual_zscore
+from UADContrastiveLib.engines.registry import load_engine
+from UADContrastiveLib.evaluation.metrics import auprc, best_dice
+from UADContrastiveLib.evaluation.scoring import read_cases_csv
 from UADContrastiveLib.io import read_volume
-from UADContrastiveLib.metrics import auprc, best_dice
-from UADContrastiveLib.postprocess import PostprocessConfig
-from UADContrastiveLib.preprocess import preprocess, resample
-from UADContrastiveLib.residual_stats import compute_residual_stats, residual_zscore
-from UADContrastiveLib.templates import load_template
+from UADContrastiveLib.postprocess.filtering import PostprocessConfig
+from UADContrastiveLib.preprocess.pipeline import preprocess, resample
+from UADContrastiveLib.preprocess.templates import load_template
+from UADContrastiveLib.training import slice_cache
 
 VARIANTS = {
     "t250-500-750 whole": {"timesteps": [250, 500, 750], "patch_size": 0},

@@ -9,7 +9,7 @@ import resource
 import time
 from pathlib import Path
 
-from UADContrastiveLib.detect import Detector
+from UADContrastiveLib.detection.detector import Detector
 from UADContrastiveLib.io import read_volume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def main() -> None:
              args.data / "lesions" / "brats2013" / "brats_2013_pat0001_1" / "t1c.nii.gz"]
     start = time.perf_counter()
     detector = Detector(args.model, args.device)
-    print(f"model {detector.card['name']} on {detector.device}: loaded in {time.perf_counter() - start:.2f} s")
+    print(f"model {detector.card.name} on {detector.device}: loaded in {time.perf_counter() - start:.2f} s")
     for scan in scans:
         image = read_volume(scan)
         start = time.perf_counter()

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "UADContrastive"))
 
 import slicer  # noqa: E402
-from UADContrastiveLib.postprocess import threshold_components  # noqa: E402
+from UADContrastiveLib.postprocess.components import threshold_components  # noqa: E402
 from UADContrastiveSlicerLib import geometry, segments  # noqa: E402
 from UADContrastiveSlicerLib import scene as scene_logic  # noqa: E402
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 from scipy import ndimage
-from UADContrastiveLib.postprocess import ComponentThresholder, threshold_components
+from UADContrastiveLib.postprocess.components import ComponentThresholder, threshold_components
 
 SHAPE = (256, 256, 256)
 SPACING_XYZ = (1.0, 1.0, 1.0)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from UADContrastiveLib.cli import main
-from UADContrastiveLib.models_command import download_model, import_model
+from UADContrastiveLib.zoo.install import download_model, import_model
 
 
 def uadc(*args, **kwargs):

@@ -9,10 +9,10 @@ import SimpleITK as sitk
 import slicerio
 from scipy import ndimage
 from slicer_reading import read_with_slicer
-from UADContrastiveLib.evaluate import evaluate_case
+from UADContrastiveLib.evaluation.metrics import lesion_detection_by_size
+from UADContrastiveLib.evaluation.scoring import evaluate_case
 from UADContrastiveLib.io import read_mask
-from UADContrastiveLib.metrics import lesion_detection_by_size
-from UADContrastiveLib.segmentation import ijk_to_lps, write_segmentation
+from UADContrastiveLib.outputs.segmentation import ijk_to_lps, write_segmentation
 
 pytestmark = pytest.mark.shared_data
 SUBJECT = "301D00252-20040121"

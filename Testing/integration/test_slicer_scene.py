@@ -281,6 +281,23 @@ def test_exported_seg_nrrd_reads_back_with_identical_geometry(scene, input_node,
     report = json.loads((tmp_path / "export" / "report.json").read_text(encoding="utf-8"))
     assert report["threshold"]["value"] == 1.5
     assert len(report["components"]) == 1 and report["components"][0]["voxels"] == 27
+    assert report["input"] == input_node.GetName()  # not the deleted temporary file the detection ran on
+
+
+def test_cli_seg_nrrd_and_scene_segment_share_colour_and_terminology(scene, input_node, tmp_path):
+    """The .seg.nrrd of `uadc detect` and the segment the module makes are the same segment."""
+    from slicer_reading import read_with_slicer
+    from UADContrastiveLib.outputs.segmentation import write_segmentation
+
+    mask = (two_blob_map() > 0).astype(np.uint8)
+    path = write_segmentation(make_image(mask), tmp_path / "anomaly.seg.nrrd")
+    [from_cli] = read_with_slicer(path)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    in_scene = node.GetSegmentation().GetSegment(segments.set_segment_mask(node, mask, geometry.ijk_to_ras_of(input_node)))
+    assert from_cli["name"] == in_scene.GetName() == "Anomaly"
+    np.testing.assert_allclose(from_cli["color"], in_scene.GetColor(), atol=1e-6)
+    assert from_cli["terminology"] == in_scene.GetTerminology()
+    assert "SCT^52988006^Lesion" in from_cli["terminology"]
 
 
 def test_export_keeps_manual_edits_of_the_segment(scene, input_node, tmp_path):

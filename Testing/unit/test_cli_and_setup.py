@@ -57,9 +57,34 @@ def test_ext_setup_second_run_reuses_the_venv(tmp_path, monkeypatch):
     monkeypatch.setattr(ext_setup, "STAMP", tmp_path / ".venv" / ".uadc-setup.json")
     calls = []
     monkeypatch.setattr(ext_setup, "run", lambda cmd, **kw: calls.append(cmd))
+    monkeypatch.setattr(ext_setup, "index_reachable", lambda url: True)
     ext_setup.ensure_venv("test", None)
     assert len(calls) == 2  # torch, then the project
     ext_setup.ensure_venv("test", None)
     assert len(calls) == 2  # nothing reinstalled
     ext_setup.ensure_venv("test", "12.8")
     assert len(calls) == 4  # a different torch flavour reinstalls
+
+
+def test_cpu_torch_comes_from_the_cpu_index_or_falls_back_quickly(monkeypatch, tmp_path):
+    ext_setup = load_ext_setup()
+    monkeypatch.delenv("UADC_TORCH_WHEEL", raising=False)
+    pinned = f"torch=={ext_setup.TORCH_VERSION}"
+    monkeypatch.setattr(ext_setup, "index_reachable", lambda url: url.endswith("/whl/cpu"))
+    assert ext_setup.torch_requirement(None) == [pinned, "--index-url", "https://download.pytorch.org/whl/cpu"]
+    assert ext_setup.torch_requirement("12.8") == [pinned, "--index-url", "https://download.pytorch.org/whl/cu128"]
+    monkeypatch.setattr(ext_setup, "index_reachable", lambda url: False)
+    assert ext_setup.torch_requirement(None) == [pinned]  # the default index
+    wheel = tmp_path / f"torch-{ext_setup.TORCH_VERSION}+cpu-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"")
+    monkeypatch.setenv("UADC_TORCH_WHEEL", str(wheel))
+    assert ext_setup.torch_requirement(None) == [str(wheel)]
+
+
+def test_unreachable_index_probe_gives_up_within_its_deadline():
+    import time
+
+    ext_setup = load_ext_setup()
+    start = time.perf_counter()
+    assert ext_setup.index_reachable("http://10.255.255.1/whl/cpu", seconds=0.5) is False  # unroutable
+    assert time.perf_counter() - start < 2.0

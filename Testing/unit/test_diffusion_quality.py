@@ -4,10 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from UADContrastiveLib.engines.contrastive_diffusion import tile_masks
-from UADContrastiveLib.models.diffusion import build_unet, multiscale_noise, patch_tiles
-from UADContrastiveLib.models.encoder import build_encoder
-from UADContrastiveLib.train import DiffusionModule, random_patch_masks
+from UADContrastiveLib.engines.contrastive_diffusion.diffusion import (
+    build_unet,
+    multiscale_noise,
+    patch_tiles,
+)
+from UADContrastiveLib.engines.contrastive_diffusion.encoder import build_encoder
+from UADContrastiveLib.engines.contrastive_diffusion.engine import tile_masks
+from UADContrastiveLib.engines.contrastive_diffusion.stages import (
+    DiffusionModule,
+    random_patch_masks,
+)
 
 TINY_FILM = {"channels": [8, 16, 16], "attention_levels": [False] * 3, "num_res_blocks": 1,
              "norm_num_groups": 4, "num_head_channels": 8, "resblock_updown": False,

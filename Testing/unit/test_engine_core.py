@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 import torch
 from UADContrastiveLib import zoo
-from UADContrastiveLib.corruptions import (
+from UADContrastiveLib.engines import load_engine, resolve_device
+from UADContrastiveLib.engines.contrastive_diffusion.diffusion import build_unet, make_noise
+from UADContrastiveLib.engines.contrastive_diffusion.encoder import build_encoder, contrastive_loss
+from UADContrastiveLib.engines.contrastive_diffusion.engine import ContrastiveDiffusionEngine
+from UADContrastiveLib.errors import ModelError
+from UADContrastiveLib.training.corruptions import (
     anomaly_view,
     insert_synthetic_lesions,
     lesion_blobs,
     patch_mask,
     random_erase,
 )
-from UADContrastiveLib.engines import load_engine, resolve_device
-from UADContrastiveLib.engines.contrastive_diffusion import ContrastiveDiffusionEngine
-from UADContrastiveLib.errors import ModelError
-from UADContrastiveLib.models.diffusion import build_unet, make_noise
-from UADContrastiveLib.models.encoder import build_encoder, contrastive_loss
-from UADContrastiveLib.slice_cache import brain_slices
+from UADContrastiveLib.training.slice_cache import brain_slices
 
 TINY_ENCODER = {"block_inplanes": [8, 8, 16, 16], "latent_dim": 8, "projection_dim": 4}
 TINY_UNET = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8, "latent_dim": 8}

@@ -11,9 +11,12 @@ import socket
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from UADContrastiveLib import train as T
 from UADContrastiveLib import zoo
 from UADContrastiveLib.engines import load_engine
+from UADContrastiveLib.engines.contrastive_diffusion import model_folder, stages, training
+from UADContrastiveLib.engines.contrastive_diffusion.diffusion import build_unet
+from UADContrastiveLib.training.config import load_config
+from UADContrastiveLib.training.distributed import Dist
 
 TINY = {
     "threads": 1,
@@ -44,16 +47,16 @@ def config(tmp_path, **diffusion):
     cache = make_cache(tmp_path / "cache")
     overrides = {**TINY, "cache_dir": str(cache), "checkpoint_dir": str(tmp_path / "ckpt"),
                  "subjects": {"train": ["S0", "S1"], "validation": ["S2"]}}
-    cfg = T.load_config(overrides=overrides)
+    cfg = load_config(overrides=overrides)
     cfg["diffusion"].update(diffusion)
     return cfg
 
 
 def test_train_all_writes_verified_model_folder(tmp_path):
     cfg = config(tmp_path)
-    summary = T.train(cfg, None, tmp_path / "model", "all", device="cpu")
+    summary = training.train(cfg, None, tmp_path / "model", "all", device="cpu")
     assert summary["steps"] == 4
-    card = zoo.verify_model(tmp_path / "model")
+    card = zoo.verify_model(tmp_path / "model").to_dict()
     assert set(card["files"]) == {"unet.pt", "encoder.pt"}
     assert card["training"]["subjects"] == {"train": ["S0", "S1"], "validation": ["S2"]}
     assert card["engine"] == "contrastive_diffusion" and card["network"]["conditioned"] is True
@@ -67,8 +70,8 @@ def test_train_all_writes_verified_model_folder(tmp_path):
     assert recon.shape == volume["volume"].shape
     # a model folder can also be exported from the last checkpoint (EMA weights)
     trained = torch.load(tmp_path / "model" / "unet.pt", weights_only=True)
-    exported = T.export_checkpoint(cfg, tmp_path / "model", ["S0", "S1"], ["S2"], 4)
-    card2 = zoo.verify_model(exported)
+    exported = model_folder.export_checkpoint(cfg, tmp_path / "model", ["S0", "S1"], ["S2"], 4)
+    card2 = zoo.verify_model(exported).to_dict()
     assert card2["training"]["diffusion"]["steps"] == 4 and "checkpoint" in card2["status"]
     again = torch.load(exported / "unet.pt", weights_only=True)
     assert all(torch.equal(trained[k], again[k]) for k in trained)  # the same EMA weights
@@ -76,12 +79,12 @@ def test_train_all_writes_verified_model_folder(tmp_path):
 
 def test_resume_equals_uninterrupted_training(tmp_path):
     straight = config(tmp_path / "a", conditioned=False)
-    T.train(straight, None, tmp_path / "a" / "model", "diffusion", device="cpu")
+    training.train(straight, None, tmp_path / "a" / "model", "diffusion", device="cpu")
     interrupted = config(tmp_path / "b", conditioned=False, max_steps=2)
-    T.train(interrupted, None, tmp_path / "b" / "model", "diffusion", device="cpu")
+    training.train(interrupted, None, tmp_path / "b" / "model", "diffusion", device="cpu")
     first_half = torch.load(tmp_path / "b" / "model" / "unet.pt", weights_only=True)
     interrupted["diffusion"]["max_steps"] = 4
-    T.train(interrupted, None, tmp_path / "b" / "model", "diffusion", resume=True, device="cpu")
+    training.train(interrupted, None, tmp_path / "b" / "model", "diffusion", resume=True, device="cpu")
     a = torch.load(tmp_path / "a" / "model" / "unet.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "model" / "unet.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -100,8 +103,8 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str, results: 
     os.environ.update({"WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    dist_ = T.Dist(torch.device("cpu"))
-    result = T.train_diffusion(cfg, ["S0", "S1"], [], __import__("pathlib").Path(out), False, dist_)
+    dist_ = Dist(torch.device("cpu"))
+    result = stages.train_diffusion(cfg, ["S0", "S1"], [], __import__("pathlib").Path(out), False, dist_)
     torch.save({k: v.detach().clone() for k, v in result["unet"].state_dict().items()},
                os.path.join(results, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
@@ -114,13 +117,56 @@ def test_ddp_two_processes_keep_parameters_identical(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     torch.manual_seed(int(cfg.get("seed", 0)) + 1)
-    initial = T.build_unet({**cfg["diffusion"]["network"]["unet"], "latent_dim": 0}).state_dict()
+    initial = build_unet({**cfg["diffusion"]["network"]["unet"], "latent_dim": 0}).state_dict()
     assert not all(torch.equal(r0[k], initial[k]) for k in r0)  # it trained
 
 
 def test_config_file_loads_and_merges(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("diffusion:\n  lr: 0.5\n")
-    cfg = T.load_config(path)
+    cfg = load_config(path)
     assert cfg["diffusion"]["lr"] == 0.5 and cfg["diffusion"]["batch_size"] == 32
     json.dumps(cfg)
+
+
+def test_atlas_is_rebuilt_by_uadc_train_from_the_slice_cache(tmp_path):
+    """`uadc train --engine zscore_atlas`: the shipped baseline has a rebuild command, fitted on
+    the slice cache (the detection path)."""
+    import numpy as np
+    import yaml
+    from UADContrastiveLib.cli import main
+    from UADContrastiveLib.engines.zscore_atlas.engine import ZScoreAtlasEngine
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    ids = ["S0", "S1", "S2", "S3"]
+    brain = np.zeros((80, 96, 96), bool)
+    brain[20:60, 20:76, 20:76] = True
+    for subject_id in ids:
+        volume = np.where(brain, 0.5 + 0.1 * rng.standard_normal(brain.shape), 0).astype(np.float32)
+        np.savez_compressed(cache / f"{subject_id}.npz", volume=volume, brain=brain)
+    config = tmp_path / "atlas.yaml"
+    config.write_text(yaml.safe_dump({"cache_dir": str(cache), "subjects": {"train": ids, "validation": []}}))
+    out = tmp_path / "zscore-atlas-test"
+    assert main(["train", "--engine", "zscore_atlas", "--config", str(config), "--data", str(tmp_path),
+                 "--out", str(out)]) == 0
+    card = zoo.verify_model(out)
+    assert card.engine == "zscore_atlas" and card.name == "zscore-atlas-test"
+    assert card.training["subjects"] == ids and "detection path" in card.training["volumes"]
+    engine = load_engine(out, "cpu")
+    assert isinstance(engine, ZScoreAtlasEngine)
+    assert abs(float(engine.mean[40, 48, 48]) - 0.5) < 0.1
+
+
+def test_recipe_is_a_training_config_and_names_no_unknown_engine():
+    from UADContrastiveLib.cli import build_parser
+    from UADContrastiveLib.engines import ENGINES
+    from UADContrastiveLib.resources import SHIPPED_MODELS
+
+    recipe = SHIPPED_MODELS / "recipes" / "contrastive-diffusion-t1.yaml"
+    config = load_config(recipe)
+    assert config["diffusion"]["network"]["unet"]["conditioning"] == "film"
+    assert config.get("engine", "contrastive_diffusion") in ENGINES
+    args = build_parser().parse_args(["train", "--config", str(recipe), "--data", "d", "--out", "o"])
+    assert args.engine is None and args.config == str(recipe)

@@ -7,7 +7,11 @@ import json
 import numpy as np
 import pytest
 from UADContrastiveLib.errors import InputError
-from UADContrastiveLib.evaluate import evaluate_case, read_cases_csv, write_evaluation_report
+from UADContrastiveLib.evaluation.scoring import (
+    evaluate_case,
+    read_cases_csv,
+    write_evaluation_report,
+)
 
 
 def constructed_case(seed=0):

@@ -8,7 +8,10 @@ import pytest
 import SimpleITK as sitk
 from UADContrastiveLib.errors import InputError
 from UADContrastiveLib.io import (
+    NONFINITE_FILL,
+    NONFINITE_KEY,
     atomic_path,
+    nonfinite_warning,
     read_mask,
     read_volume,
     same_grid,
@@ -125,13 +128,38 @@ def test_true_four_dimensional_series(tmp_path):
     expect_error(path, "4D series with 3 volumes")
 
 
-def test_nan_voxels(tmp_path):
+@pytest.mark.parametrize("extension", [".nii.gz", ".nii", ".nrrd"])
+def test_nan_and_inf_voxels_are_counted_from_the_file_and_read_as_zero(tmp_path, extension):
+    """Processed scans often carry a NaN background: read them, but say so. SimpleITK's NIfTI
+    reader zero-fills NaN/Inf silently, so the count must come from the file itself."""
     array = sitk.GetArrayFromImage(make_image())
-    array[3, 4, 5] = np.nan
-    array[1, 1, 1] = np.inf
-    path = tmp_path / "nan.nrrd"
+    bad = [(3, 4, 5), (1, 1, 1), (0, 0, 0)]
+    for index, value in zip(bad, (np.nan, np.inf, -np.inf)):
+        array[index] = value
+    path = tmp_path / f"nan{extension}"
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
-    expect_error(path, "2 NaN or infinite voxels")
+    image = read_volume(path)
+    read = sitk.GetArrayFromImage(image)
+    assert np.isfinite(read).all()
+    assert [float(read[index]) for index in bad] == [NONFINITE_FILL] * 3
+    finite = np.isfinite(array)
+    np.testing.assert_array_equal(read[finite], array[finite])
+    assert image.GetMetaData(NONFINITE_KEY) == "3"
+    [warning] = nonfinite_warning(image)
+    assert warning.startswith("3 NaN or infinite voxels")
+    assert nonfinite_warning(read_volume(_write(tmp_path / f"clean{extension}", make_image()))) == []
+
+
+@pytest.mark.parametrize("extension", [".nii.gz", ".nrrd"])
+def test_all_nan_volume_is_refused(tmp_path, extension):
+    path = tmp_path / f"void{extension}"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((20, 20, 20), np.nan, np.float32)), str(path))
+    expect_error(path, "only NaN or infinite voxels (8000)")
+
+
+def _write(path, image):
+    sitk.WriteImage(image, str(path))
+    return path
 
 
 def test_constant_volume(tmp_path):

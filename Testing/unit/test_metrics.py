@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
-from UADContrastiveLib.metrics import (
+from UADContrastiveLib.evaluation.metrics import (
     auprc,
     auroc,
     best_dice,

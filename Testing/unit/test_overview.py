@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.image
 import numpy as np
 import pytest
-from UADContrastiveLib.overview import choose_slices, write_overview_png
+from UADContrastiveLib.outputs.overview import choose_slices, write_overview_png
 
 
 def phantom(shape=(40, 48, 48)):

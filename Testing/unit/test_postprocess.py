@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from UADContrastiveLib.errors import ModelError
-from UADContrastiveLib.postprocess import (
-    ComponentThresholder,
-    PostprocessConfig,
+from UADContrastiveLib.postprocess.calibration import (
     dice_optimal_threshold,
-    erode_brain,
-    filter_anomaly_map,
     flagged_fraction,
     healthy_fpr_thresholds,
-    threshold_components,
+)
+from UADContrastiveLib.postprocess.components import ComponentThresholder, threshold_components
+from UADContrastiveLib.postprocess.filtering import (
+    PostprocessConfig,
+    erode_brain,
+    filter_anomaly_map,
 )
 
 
@@ -138,9 +139,12 @@ def test_gaussian_is_normalised_at_the_edge_and_percentile_normalisation():
 
 
 def test_config_round_trip_and_validation():
-    config = PostprocessConfig(erosion_mm=6.0, filter="gaussian", size=5, threshold=0.3)
+    config = PostprocessConfig(erosion_mm=6.0, filter="gaussian", size=5, polarity="positive")
     assert PostprocessConfig.from_dict(config.to_dict()) == config
-    assert config.to_dict()["threshold"] == 0.3
+    assert config.to_dict()["polarity"] == "positive"
+    # the detection rule (threshold, minimum size) lives with the card's calibrated thresholds
+    with pytest.raises(ModelError, match="unknown keys"):
+        PostprocessConfig.from_dict({"threshold": 0.3})
     with pytest.raises(ModelError, match="unknown keys"):
         PostprocessConfig.from_dict({**config.to_dict(), "surprise": 1})
     with pytest.raises(ModelError, match="filter"):

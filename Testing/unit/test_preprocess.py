@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from UADContrastiveLib.io import same_grid
-from UADContrastiveLib.preprocess import (
+from UADContrastiveLib.preprocess.pipeline import (
     Preprocessed,
     canonical_orientation,
     foreground_volume_ml,
@@ -15,7 +15,7 @@ from UADContrastiveLib.preprocess import (
     normalise_intensity,
     register_affine,
 )
-from UADContrastiveLib.templates import ModelGrid
+from UADContrastiveLib.preprocess.templates import ModelGrid
 
 PERMUTED_DIRECTIONS = {
     "LPS": (1, 0, 0, 0, 1, 0, 0, 0, 1),

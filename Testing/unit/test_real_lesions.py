@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from UADContrastiveLib.real_lesions import (
+from UADContrastiveLib.evaluation.real_lesions import (
     T1_LEVELS,
     donor_part,
     donors,

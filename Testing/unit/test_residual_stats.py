@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from UADContrastiveLib.residual_stats import (
+from UADContrastiveLib.detection.residual_stats import (
     SD_FLOOR,
     compute_residual_stats,
     load_residual_stats,
@@ -17,6 +17,9 @@ class ShrinkEngine:
 
     def reconstruct(self, volume, brain, progress=None):
         return np.where(brain, 0.9 * volume, volume)
+
+    def residual(self, volume, healthy):
+        return volume - healthy
 
 
 def test_stats_of_a_known_residual(tmp_path):

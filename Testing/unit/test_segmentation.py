@@ -1,4 +1,4 @@
-"""Writing .seg.nrrd (read back by slicerio, SimpleITK and Slicer's own MRML storage node) and NIfTI."""
+"""Writing .seg.nrrd (read back by slicerio, SimpleITK and Slicer's own MRML storage node)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +6,9 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 from slicer_reading import read_with_slicer
-from UADContrastiveLib import segmentation as segmentation_module
-from UADContrastiveLib.segmentation import (
-    ANOMALY_TERMINOLOGY,
-    SEGMENT_COLOR,
-    ijk_to_lps,
-    write_labelmap,
-    write_segmentation,
-)
+from UADContrastiveLib.outputs import segmentation as segmentation_module
+from UADContrastiveLib.outputs.segment import SEGMENT_COLOR, TERMINOLOGY
+from UADContrastiveLib.outputs.segmentation import ijk_to_lps, write_segmentation
 
 
 def oblique_mask(empty: bool = False) -> sitk.Image:
@@ -44,7 +39,7 @@ def test_seg_nrrd_round_trip_with_slicerio_and_simpleitk(tmp_path):
     assert slicerio.segment_names(read) == ["Anomaly"]
     segment = read["segments"][0]
     assert segment["color"] == pytest.approx(list(SEGMENT_COLOR))
-    assert segment["terminology"]["type"] == ANOMALY_TERMINOLOGY["type"]
+    assert segment["terminology"]["type"] == list(TERMINOLOGY["type"])
     assert segment["terminology"]["category"] == ["SCT", "49755003", "Morphologically Altered Structure"]
     voxels = slicerio.segment_mask(read, "Anomaly")  # (i, j, k)
     assert int(voxels.sum()) == 61
@@ -83,19 +78,6 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_segmentation(oblique_mask(), tmp_path / "case.seg.nrrd")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_labelmap_nifti_is_uint8_on_same_grid(tmp_path):
-    mask = oblique_mask() * 255  # 0/255 input becomes 0/1
-    path = write_labelmap(mask, tmp_path / "mask.nii.gz")
-    back = sitk.ReadImage(str(path))
-    assert back.GetPixelID() == sitk.sitkUInt8
-    assert back.GetSize() == mask.GetSize()
-    np.testing.assert_allclose(back.GetSpacing(), mask.GetSpacing(), atol=1e-5)
-    np.testing.assert_allclose(back.GetOrigin(), mask.GetOrigin(), atol=1e-4)
-    np.testing.assert_allclose(back.GetDirection(), mask.GetDirection(), atol=1e-6)
-    assert set(np.unique(sitk.GetArrayViewFromImage(back))) == {0, 1}
-    assert int(sitk.GetArrayViewFromImage(back).sum()) == 61
 
 
 def test_rejects_non_3d_masks(tmp_path):

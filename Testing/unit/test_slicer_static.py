@@ -19,12 +19,13 @@ MODULE_DIR = REPO / "UADContrastive"
 MODULE_FILE = MODULE_DIR / "UADContrastive.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UADContrastive.ui"
 CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
-HEAVY_MODULES = ("torch", "monai", "UADContrastiveLib.engines", "UADContrastiveLib.models")
+HEAVY_MODULES = ("torch", "monai", "UADContrastiveLib.engines", "UADContrastiveLib.training")
 
 
 def ui_widgets() -> dict[str, ET.Element]:
+    """Widgets and layouts of the .ui by name (the code reaches both through self.ui)."""
     root = ET.parse(UI_FILE).getroot()
-    return {w.get("name"): w for w in root.iter("widget")}
+    return {w.get("name"): w for w in [*root.iter("widget"), *root.iter("layout")]}
 
 
 def module_tree() -> ast.Module:
@@ -57,10 +58,28 @@ def test_ui_parses_and_its_top_widget_is_a_mrml_widget():
 def test_every_ui_widget_used_by_the_code_exists():
     source = MODULE_FILE.read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    used |= set(string_constant(module_tree(), "PRESET_BUTTONS"))  # reached through getattr
     missing = sorted(used - set(ui_widgets()))
     assert not missing, f"used in UADContrastive.py but absent from the .ui: {missing}"
-    assert len(used) > 15  # the regex really found the widgets
+    assert len(used) > 12  # the regex really found the widgets
+
+
+def test_preset_buttons_are_built_from_the_one_preset_list():
+    """The .ui holds no preset button of its own: the widget adds one per entry of the core's
+    HEALTHY_FPR_PRESETS into presetsLayout, so buttons, card keys and calibration cannot drift."""
+    sys.path.insert(0, str(MODULE_DIR))
+    from UADContrastiveLib.postprocess.presets import DEFAULT_PRESET, HEALTHY_FPR_PRESETS
+    from UADContrastiveSlicerLib import options
+
+    layout = next(layout for layout in ET.parse(UI_FILE).getroot().iter("layout")
+                  if layout.get("name") == "presetsLayout")
+    assert [w.get("name") for w in layout.iter("widget")] == [], "preset buttons hard-coded in the .ui"
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert re.search(r"for preset in options\.HEALTHY_FPR_PRESETS:", source)
+    assert "self.ui.presetsLayout.addWidget(button)" in source
+    assert options.HEALTHY_FPR_PRESETS is HEALTHY_FPR_PRESETS
+    assert DEFAULT_PRESET in {p.key for p in HEALTHY_FPR_PRESETS}
+    card = {"thresholds": {"values": {p.key: float(i) for i, p in enumerate(HEALTHY_FPR_PRESETS)}}}
+    assert options.threshold_presets(card) == [(p.label, float(i)) for i, p in enumerate(HEALTHY_FPR_PRESETS)]
 
 
 def test_custom_widget_classes_are_declared():

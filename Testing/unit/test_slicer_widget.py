@@ -52,7 +52,7 @@ class ReplayLogic:
 
         return options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
 
-    def startDetection(self, inputVolume, model, device, minSizeMm3=None, uncertainty=False):
+    def startDetection(self, inputVolume, model, device):
         import SimpleITK as sitk
         from UADContrastiveSlicerLib import geometry, process
 
@@ -175,7 +175,7 @@ def test_progress_never_moves_back_over_a_recorded_run(env):
 
 
 def test_threshold_slider_changes_the_segment_and_reuses_the_thresholder(env, monkeypatch):
-    from UADContrastiveLib import postprocess
+    from UADContrastiveLib.postprocess import components as postprocess
 
     built = []
 

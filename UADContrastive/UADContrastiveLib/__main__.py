@@ -1,3 +1,4 @@
+"""`python -m UADContrastiveLib`: the `uadc` command line (see cli)."""
 import sys
 
 from .cli import main

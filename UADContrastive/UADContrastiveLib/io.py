@@ -19,6 +19,10 @@ IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.n
 # Refuse a header whose voxel data would need more than this share of free memory.
 MAX_MEMORY_SHARE = 0.5
 MIN_VOXELS_PER_AXIS = 8
+# NaN/Inf voxels (processed scans often carry a NaN background) are read as this value and
+# counted in the image's metadata under NONFINITE_KEY; detection reports them as a warning.
+NONFINITE_FILL = 0.0
+NONFINITE_KEY = "UADC_nonfinite_voxels"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -115,8 +119,9 @@ def _check_nifti_complete(path: Path) -> None:
 def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
     """Read a 3D scalar volume as float32, squeezing a singleton 4th axis.
 
+    NaN or Inf voxels are read as NONFINITE_FILL and counted (see _fill_nonfinite).
     Raises InputError for a missing path, unreadable file, 2D/true-4D/vector/empty data,
-    NaN or Inf voxels, or a constant volume (unless `allow_constant`: for label images,
+    a volume of only NaN/Inf, or a constant volume (unless `allow_constant`: for label images,
     where an all-zero mask is an answer, not an error).
     """
     path = Path(path)
@@ -151,20 +156,58 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
             raise InputError(path, f"could not be read (truncated or corrupt?): {str(error).strip().splitlines()[-1][:200]}") from None
         if len(size) == 4:
             image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    image = _fill_nonfinite(path, sitk.Cast(image, sitk.sitkFloat32))
     check_voxels(path, image, allow_constant)
     return image
 
 
+def _nonfinite_in_nifti(path: Path) -> int:
+    """NaN/Inf voxels of a NIfTI file, counted from the file itself: SimpleITK's NIfTI reader
+    turns them into 0 without a word, so the image it returns cannot tell."""
+    import nibabel
+
+    image = nibabel.load(str(path))
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
+
+
+def _fill_nonfinite(path: Path, image: sitk.Image) -> sitk.Image:
+    """Replace NaN/Inf voxels by NONFINITE_FILL and record how many there were (NONFINITE_KEY).
+
+    Proceeding, not refusing: processed scans (skull-stripped, registered) often carry NaN
+    where there is no signal, and those scans are valid input. A volume of nothing but
+    NaN/Inf is refused."""
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array)
+    count = int(finite.size - np.count_nonzero(finite))
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        count = max(count, _nonfinite_in_nifti(path))
+    if count == 0:
+        return image
+    if count >= array.size:
+        raise InputError(path, f"contains only NaN or infinite voxels ({count}); there is no image to analyse.")
+    if not finite.all():  # (a NIfTI's were already filled by SimpleITK)
+        image = image_like(np.where(finite, array, np.float32(NONFINITE_FILL)).astype(np.float32), image)
+    image.SetMetaData(NONFINITE_KEY, str(count))
+    return image
+
+
+def nonfinite_warning(image: sitk.Image) -> list[str]:
+    """The warning for an image read with NaN/Inf voxels (see _fill_nonfinite), or none."""
+    if not image.HasMetaDataKey(NONFINITE_KEY):
+        return []
+    count = int(image.GetMetaData(NONFINITE_KEY))
+    share = count / max(1, int(np.prod(image.GetSize())))
+    return [f"{count} NaN or infinite voxels ({share:.2%} of the volume) were read as {NONFINITE_FILL:g}; "
+            "outside the head that is harmless, inside the brain the map there is not meaningful"]
+
+
 def check_voxels(path: str | Path, image: sitk.Image, allow_constant: bool = False) -> None:
-    """Reject volumes whose voxel values cannot be a scan: NaN/Inf, constant, too small."""
+    """Reject volumes whose voxel values cannot be a scan: constant, too small."""
     if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
         raise InputError(path, f"has size {image.GetSize()}; at least {MIN_VOXELS_PER_AXIS} voxels per axis are needed.")
     array = sitk.GetArrayViewFromImage(image)
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise InputError(path, f"contains {int((~finite).sum())} NaN or infinite voxels.",
-                         "Fix or mask them in the source data.")
     if not allow_constant and float(array.max()) == float(array.min()):
         raise InputError(path, f"is constant (every voxel is {float(array.min()):g}); there is no image to analyse.")
 

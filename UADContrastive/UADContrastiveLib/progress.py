@@ -43,7 +43,3 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-    def stage(self, name: str, start: float = 0.0, end: float = 1.0):
-        """A callback fraction -> None mapping sub-progress into [start, end] of `name`."""
-        return lambda fraction, message="": self(name, start + (end - start) * fraction, message)

@@ -1,7 +1,7 @@
 """The Slicer side's only doorway into the core (UADContrastiveLib).
 
-The core's module layout is being reorganised; every import of it from the Slicer side
-goes through one function here, so a move touches one line. Imports happen when called:
+Every import of the core's heavier modules from the Slicer side goes through one function
+here, so a move in the core touches one line. Imports happen when called:
 loading the module in Slicer must not import the core's dependencies (some are installed
 only on first use).
 """
@@ -17,13 +17,13 @@ def model_zoo():
 
 def component_thresholder_class():
     """ComponentThresholder(map, spacing)(threshold, min_size_mm3) -> (mask, components)."""
-    from UADContrastiveLib.postprocess import ComponentThresholder
+    from UADContrastiveLib.postprocess.components import ComponentThresholder
 
     return ComponentThresholder
 
 
 def threshold_components(*args, **kwargs):
-    from UADContrastiveLib.postprocess import threshold_components
+    from UADContrastiveLib.postprocess.components import threshold_components
 
     return threshold_components(*args, **kwargs)
 
@@ -38,3 +38,10 @@ def write_text(*args, **kwargs):
     from UADContrastiveLib.io import write_text
 
     return write_text(*args, **kwargs)
+
+
+def exported_report(*args, **kwargs):
+    """report.json as exported from Slicer (outputs.report.exported_report)."""
+    from UADContrastiveLib.outputs.report import exported_report
+
+    return exported_report(*args, **kwargs)

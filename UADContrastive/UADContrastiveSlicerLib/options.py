@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Calibrated thresholds in the model card / report, most sensitive first.
-FPR_PRESETS = (("fpr_1%", "1 % FPR"), ("fpr_0.5%", "0.5 % FPR"), ("fpr_0.1%", "0.1 % FPR"))
-PRESET_TOOLTIP = ("Threshold at which this fraction of healthy brain voxels is flagged "
-                  "(calibrated on healthy scans for the selected model).")
+from UADContrastiveLib.postprocess.presets import HEALTHY_FPR_PRESETS, PRESET_TOOLTIP  # noqa: F401 - re-exported
+
 CPU_WARNING = ("Running on the CPU: expect a few minutes per volume. Slicer stays usable "
                "meanwhile and Cancel stops the run.")
 
@@ -65,21 +63,27 @@ def model_choices() -> list[ModelChoice]:
     return [model_choice(with_full_card(entry)) for entry in zoo.list_models()]
 
 
-def threshold_presets(source: dict | None) -> list[tuple[str, float]]:
-    """(label, value) for each calibrated healthy-FPR threshold.
+def preset_values(source: dict | None) -> dict[str, float]:
+    """{preset key: value} for each calibrated healthy-FPR threshold (HEALTHY_FPR_PRESETS).
 
     `source` is a report (key "thresholds_available"), a card (key "thresholds" holding
     "values"), or the plain {"fpr_1%": x, ...} mapping.
     """
     values = _threshold_values(source or {})
-    presets = []
-    for key, label in FPR_PRESETS:
-        value = values.get(key)
+    found = {}
+    for preset in HEALTHY_FPR_PRESETS:
+        value = values.get(preset.key)
         if isinstance(value, dict):
             value = value.get("value")
         if isinstance(value, (int, float)):
-            presets.append((label, float(value)))
-    return presets
+            found[preset.key] = float(value)
+    return found
+
+
+def threshold_presets(source: dict | None) -> list[tuple[str, float]]:
+    """(label, value) for each calibrated healthy-FPR threshold, most sensitive first."""
+    values = preset_values(source)
+    return [(preset.label, values[preset.key]) for preset in HEALTHY_FPR_PRESETS if preset.key in values]
 
 
 def _threshold_values(source: dict) -> dict:

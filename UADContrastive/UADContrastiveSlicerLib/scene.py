@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
+from UADContrastiveLib.outputs import names
 
 from . import core, geometry, segments
 
@@ -219,8 +220,9 @@ class AnomalyResults:
 
     def _threshold(self, threshold: float, min_size_mm3: float):
         mask, components = self._thresholder()(float(threshold), float(min_size_mm3))
-        total = float(sum(c["volume_ml"] for c in components))
-        return mask, ThresholdSummary(len(components), total, list(components))
+        from UADContrastiveLib.outputs.report import anomalous_volume_ml
+
+        return mask, ThresholdSummary(len(components), anomalous_volume_ml(components), list(components))
 
     def summarize(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
         """What the map gives at these settings, without touching the (maybe edited) segment."""
@@ -242,23 +244,17 @@ class AnomalyResults:
         write_text, write_volume, threshold_components = core.write_text, core.write_volume, core.threshold_components
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        written = [write_segmentation_file(self.segmentation_node, folder / "anomaly.seg.nrrd")]
+        written = [write_segmentation_file(self.segmentation_node, folder / names.SEGMENTATION)]
         mask = segments.segment_mask_on_grid(self.segmentation_node, self.map_node)
         mask_image = _sitk_like(mask, self.map_node)
-        written.append(write_volume(mask_image, folder / "anomaly_mask.nii.gz"))
-        for node, name in ((self.map_node, "anomaly_map.nii.gz"), (self.healthy_node, "healthy.nii.gz")):
+        written.append(write_volume(mask_image, folder / names.ANOMALY_MASK))
+        for node, name in ((self.map_node, names.ANOMALY_MAP), (self.healthy_node, names.HEALTHY)):
             if node is not None:
                 written.append(write_volume(geometry.sitk_from_volume(node), folder / name))
-        report = self.report
         _, components = threshold_components(mask.astype(np.float32), 0.5, 0.0, tuple(self.map_node.GetSpacing()))
-        if threshold is not None:
-            report["threshold"] = {"value": float(threshold), "method": "chosen in 3D Slicer"}
-        if min_size_mm3 is not None:
-            report["min_size_mm3"] = float(min_size_mm3)
-        report["components"] = components
-        report["anomalous_volume_ml"] = round(sum(c["volume_ml"] for c in components), 4)
-        report["exported_from"] = "3D Slicer (the mask includes any manual edits of the segment)"
-        written.append(write_text(json.dumps(report, indent=2, default=float), folder / "report.json"))
+        report = core.exported_report(self.report, input_name=self.input_node.GetName(), components=components,
+                                 threshold=threshold, min_size_mm3=min_size_mm3)
+        written.append(write_text(json.dumps(report, indent=2, default=float), folder / names.REPORT))
         return written
 
 
@@ -292,7 +288,7 @@ def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None
     import SimpleITK as sitk
 
     result_dir = Path(result_dir)
-    report = json.loads((result_dir / "report.json").read_text(encoding="utf-8"))
+    report = json.loads((result_dir / names.REPORT).read_text(encoding="utf-8"))
     base = input_node.GetName()
     healthy_node = get_or_create_node(scene, reusable_output(scene, healthy_node, input_node),
                                       "vtkMRMLScalarVolumeNode", f"{base} healthy")
@@ -303,14 +299,14 @@ def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None
     for node, kind in zip((healthy_node, map_node, segmentation_node), OUTPUT_KINDS):
         mark_output(node, input_node, kind)
 
-    geometry.update_volume_from_sitk(healthy_node, sitk.ReadImage(str(result_dir / "healthy.nii.gz")))
-    geometry.update_volume_from_sitk(map_node, sitk.ReadImage(str(result_dir / "anomaly_map.nii.gz")))
+    geometry.update_volume_from_sitk(healthy_node, sitk.ReadImage(str(result_dir / names.HEALTHY)))
+    geometry.update_volume_from_sitk(map_node, sitk.ReadImage(str(result_dir / names.ANOMALY_MAP)))
     map_node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report, default=float))
     if healthy_node.GetDisplayNode() is None:
         healthy_node.CreateDefaultDisplayNodes()
     _copy_window_level(input_node, healthy_node)
 
-    mask_image = sitk.ReadImage(str(result_dir / "anomaly_mask.nii.gz"))
+    mask_image = sitk.ReadImage(str(result_dir / names.ANOMALY_MASK))
     if segmentation_node.GetDisplayNode() is None:
         segmentation_node.CreateDefaultDisplayNodes()
     segments.set_reference_geometry(segmentation_node, input_node)

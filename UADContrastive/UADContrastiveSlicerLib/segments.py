@@ -7,25 +7,21 @@ from __future__ import annotations
 import numpy as np
 import slicer
 import vtk
+from UADContrastiveLib.outputs.segment import (
+    SEGMENT_COLOR,
+    SEGMENT_ID,
+    SEGMENT_NAME,
+    terminology_string,
+)
 from vtk.util import numpy_support
 
 from .geometry import vtk_matrix
 
-ANOMALY_SEGMENT_ID = "Anomaly"
-ANOMALY_SEGMENT_NAME = "Anomaly"
-# Cyan stands out against the black-red-yellow heat map drawn under it.
-ANOMALY_COLOR = (0.1, 0.85, 1.0)
-# DICOM/SNOMED coded terminology: "Morphologically altered structure" / "Lesion" in the
-# brain, the closest standard concept for a finding that is abnormal but not diagnosed.
-ANOMALY_TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list"
-    "~SCT^49755003^Morphologically Altered Structure"
-    "~SCT^52988006^Lesion"
-    "~^^"
-    "~Anatomic codes - DICOM master list"
-    "~SCT^12738006^Brain"
-    "~^^"
-)
+# One definition with the CLI's .seg.nrrd (UADContrastiveLib.outputs.segment).
+ANOMALY_SEGMENT_ID = SEGMENT_ID
+ANOMALY_SEGMENT_NAME = SEGMENT_NAME
+ANOMALY_COLOR = SEGMENT_COLOR
+ANOMALY_TERMINOLOGY = terminology_string()
 
 
 def ensure_converter_rules() -> None:

@@ -1,35 +1,59 @@
-"""The engine interface: a healthy reconstruction of a model-grid volume."""
+"""The engine contract: what every anomaly-detection method provides to detection,
+calibration, residual statistics and evaluation.
+
+An engine turns a normalised model-grid volume into a healthy reconstruction and defines
+its residual once; everything downstream (filtering, residual z-scores, thresholds) works
+on that residual. An engine's folder under `engines/` holds its networks, its training and
+this class; `registry` maps the card's `engine` name to it.
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Optional
 
 import numpy as np
-import torch
 
 from ..errors import ModelError
-from ..zoo import verify_model
 
-Progress = Optional[Callable[[float], None]]
+if TYPE_CHECKING:
+    from ..zoo.card import ModelCard
+
+# Called with the fraction done (0..1) of one reconstruction.
+ReconstructionProgress = Optional[Callable[[float], None]]
 
 
-class Engine(Protocol):
-    name: str
+class Engine(ABC):
+    """Healthy reconstruction of (Z, Y, X) float32 model-grid volumes, slices along Z."""
 
-    def reconstruct(self, volume: np.ndarray, brain: np.ndarray, progress: Progress = None) -> np.ndarray:
-        """Healthy reconstruction of `volume` ((Z, 96, 96) float32, normalised model grid) with
-        `brain` ((Z, 96, 96) bool); same shape and intensity scale; slices without brain
-        (and voxels outside the brain) are returned as the input."""
-        ...
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_folder(cls, model_dir: Path, card: ModelCard, device) -> Engine:
+        """Build the engine from a verified model folder (checksums already checked) on `device`
+        (a torch.device, or "cpu" for engines without networks)."""
+
+    @abstractmethod
+    def reconstruct(self, volume: np.ndarray, brain: np.ndarray,
+                    progress: ReconstructionProgress = None) -> np.ndarray:
+        """Healthy reconstruction of `volume` (normalised model grid) with `brain` (bool, same
+        shape): same shape and intensity scale; voxels outside the brain are the input's."""
+
+    def residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
+        """Signed residual, the input of filtering and residual statistics: input - healthy."""
+        return (volume - healthy).astype(np.float32, copy=False)
 
     def reconstruct_with_uncertainty(self, volume: np.ndarray, brain: np.ndarray, samples: int = 4,
-                                     progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) over `samples` stochastic reconstructions."""
-        ...
+                                     progress: ReconstructionProgress = None) -> tuple[np.ndarray, np.ndarray]:
+        """(healthy reconstruction, voxel-wise spread): how unsure the engine is of its reconstruction."""
+        raise ModelError(None, f"the {self.name} engine gives no uncertainty map.", "Run without --uncertainty.")
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = "auto"):
     """"auto" -> cuda if available else cpu; otherwise torch.device(device) (checked)."""
+    import torch
+
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
@@ -37,17 +61,3 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ModelError(None, f"device {device!r} was requested but CUDA is not available.",
                          "Use --device cpu or auto.")
     return resolved
-
-
-def load_engine(model_dir: Path, device: str = "auto") -> Engine:
-    """Verify the model folder's checksums, then build its engine on `device`."""
-    model_dir = Path(model_dir)
-    card = verify_model(model_dir)
-    if card["engine"] == "contrastive_diffusion":
-        from .contrastive_diffusion import ContrastiveDiffusionEngine
-        return ContrastiveDiffusionEngine.from_folder(model_dir, card, resolve_device(device))
-    if card["engine"] == "zscore_atlas":
-        from .zscore_atlas import ZScoreAtlasEngine
-        return ZScoreAtlasEngine.from_folder(model_dir)
-    raise ModelError(model_dir / "model.json", f"names an unknown engine {card['engine']!r}.",
-                     "Update UADContrastive, or use a model made for this version.")

@@ -1,0 +1,95 @@
+"""`uadc detect INPUT... --out-dir DIR`: every output of DESIGN section 3 for each input, in
+DIR/<stem>/ (names in outputs.names), plus a run summary. Several inputs share one loaded model."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="detect anomalies in one or more volumes")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file (NIfTI, NRRD, MHA...) or DICOM folder")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model", default=None, help="installed model name or model folder (default: shipped model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threshold", default="auto", help="'auto' (the card's calibrated default) or a number")
+    p.add_argument("--min-size", type=float, default=None, metavar="MM3",
+                   help="drop anomalous components smaller than this (mm^3; default: the size the card's "
+                        "thresholds were calibrated with)")
+    p.add_argument("--brain-mask", default=None, help="brain mask on the input grid (skips skull stripping); one input only")
+    p.add_argument("--uncertainty", action="store_true", help="also write uncertainty.nii.gz (K stochastic reconstructions)")
+    p.add_argument("--samples", type=int, default=4, help="reconstructions drawn for --uncertainty")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in DIR/<stem>")
+    p.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    p.add_argument("--no-overview", action="store_true", help="skip overview.png")
+
+
+def parse_threshold(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(None, f"--threshold must be 'auto' or a number, not {text!r}.") from None
+
+
+def _labelled(progress, label: str):
+    """A progress callback that names the input when the stage gives no message."""
+    return lambda stage, fraction, message="": progress(stage, fraction, message or label)
+
+
+def run(args) -> int:
+    from ..detection.detector import Detector
+    from ..io import read_mask, read_volume, volume_stem
+    from ..outputs.folders import check_output_root, staged_folder, write_run_summary
+    from ..outputs.write import write_detection
+    from ..progress import Progress
+
+    progress = Progress(json_lines=args.json_progress)
+    threshold = parse_threshold(args.threshold)
+    out_root = check_output_root(Path(args.out_dir))
+    if args.brain_mask and len(args.inputs) > 1:
+        raise InputError(args.brain_mask, "--brain-mask applies to one input; run the inputs one at a time.")
+    stems = [volume_stem(p) for p in args.inputs]
+    if len(set(stems)) != len(stems):
+        raise InputError(None, f"two inputs share an output name ({stems}); run them into different --out-dir.")
+    for stem in stems:  # refuse early, before the model loads
+        if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
+            raise InputError(out_root / stem, "already holds results.",
+                             "Pass --overwrite to replace them, or choose another --out-dir.")
+    progress("load model", 0.0, "loading the model")
+    detector = Detector(args.model, args.device)
+    if detector.device == "cpu":
+        progress.log("Running on the CPU: expect about half a minute per volume.")
+    entries, failed = [], 0
+    for index, (path, stem) in enumerate(zip(args.inputs, stems)):
+        staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
+        try:
+            image = read_volume(path)
+            mask = read_mask(args.brain_mask, image) if args.brain_mask else None
+            detection = detector.run(image, mask, threshold, args.min_size,
+                                     args.samples if args.uncertainty else 0, staged, source=path)
+            for warning in detection.quality["warnings"]:
+                progress.log(f"uadc: warning: {path}: {warning}")
+            staged("write", 0.0)
+            with staged_folder(out_root / stem, args.overwrite) as folder:
+                report = write_detection(detection, folder, detector, path, overview=not args.no_overview)
+            entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),
+                            "components": len(report["components"]),
+                            "anomalous_volume_ml": report["anomalous_volume_ml"]})
+        except InputError as error:
+            failed += 1
+            entries.append({"input": str(path), "status": "error", "error": str(error)})
+            progress.log(f"uadc: error: {error}")
+    write_run_summary(out_root, "detect", entries)
+    if args.json_progress:
+        progress("done", 1.0, f"{len(entries) - failed} of {len(entries)} done",
+                 outputs={e["input"]: e.get("output") for e in entries}, failed=failed)
+    progress.close()
+    for entry in entries:
+        if entry["status"] == "ok":
+            print(f"{entry['input']}: {entry['components']} anomalous region(s), "
+                  f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
+    return 2 if failed else 0

@@ -1,0 +1,135 @@
+"""A loaded model, ready to run detection on any number of volumes.
+
+One detection: preprocess onto the card's model grid -> engine reconstruction -> the
+engine's residual (as a healthy z-score when the model has residual statistics) ->
+filtered in the brain -> back onto the input grid -> threshold + minimum component size.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..io import image_like, nonfinite_warning
+from ..preprocess.pipeline import Preprocessed, preprocess
+from ..preprocess.quality import assess_registration, check_spacing
+from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
+
+
+@dataclass
+class Detection:
+    """Everything one detection produced, on the input grid (plus the model-grid arrays for the overview)."""
+
+    preprocessed: Preprocessed
+    healthy: sitk.Image
+    anomaly_map: sitk.Image
+    anomaly_mask: sitk.Image
+    components: list
+    threshold: float
+    threshold_method: str
+    min_size_mm3: float
+    uncertainty: sitk.Image | None
+    model_arrays: dict
+    timings: dict
+    quality: dict
+
+
+class Detector:
+    """A loaded model + the template on its grid, ready to run on any number of volumes."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto"):
+        from ..engines import load_engine, resolve_device
+        from ..preprocess.templates import template_for_model
+        from ..zoo import ModelCard, resolve_model
+
+        self.model_dir = resolve_model(model)
+        self.card = ModelCard.read(self.model_dir)
+        self.device = str(resolve_device(device))
+        self.engine = load_engine(self.model_dir, self.device)
+        self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
+        self.postprocess = self.card.postprocess
+        # files listed in the card were checked against their sha256 by load_engine
+        self.residual_stats = load_residual_stats(self.model_dir) if STATS_FILE in self.card.files else None
+
+    def default_threshold(self) -> tuple[float, str]:
+        return self.card.default_threshold()
+
+    def default_min_size(self) -> float:
+        """The minimum component size the card's thresholds were calibrated with."""
+        return self.card.thresholds.min_size_mm3
+
+    def model_residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
+        """The engine's residual, as a z-score against healthy residuals when the model has them."""
+        residual = self.engine.residual(volume, healthy)
+        return residual if self.residual_stats is None else residual_zscore(residual, self.residual_stats)
+
+    def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
+            min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
+            source: str | None = None) -> Detection:
+        from ..postprocess.components import threshold_components
+
+        report = progress or (lambda stage, fraction, message="": None)
+        timings = {}
+        start = time.perf_counter()
+        report("preprocess", 0.0, "registration to the template")
+        warnings = nonfinite_warning(image) + check_spacing(image, source)
+        pre = preprocess(image, self.template, brain_mask=brain_mask, source=source)
+        quality = assess_registration(pre, self.template, self.card.modality, source)
+        quality["warnings"] = warnings + quality["warnings"]
+        timings["preprocess"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        volume = sitk.GetArrayFromImage(pre.model_input)
+        brain = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
+        reconstruction_progress = lambda fraction: report("reconstruct", fraction)  # noqa: E731
+        spread = None
+        if uncertainty_samples > 0:
+            healthy, spread = self.engine.reconstruct_with_uncertainty(
+                volume, brain, samples=uncertainty_samples, progress=reconstruction_progress)
+        else:
+            healthy = self.engine.reconstruct(volume, brain, progress=reconstruction_progress)
+        timings["reconstruct"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        report("anomaly map", 0.0)
+        residual = self.model_residual(volume, healthy)
+        model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
+        brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
+        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map))
+        anomaly_map[~brain_input] = 0.0
+        anomaly_map = image_like(anomaly_map.astype(np.float32), image)
+        healthy_input = sitk.GetArrayFromImage(pre.to_input_grid(pre.intensity_to_input(healthy)))
+        healthy_array = sitk.GetArrayFromImage(image)  # outside the brain the healthy image is the input
+        healthy_array[brain_input] = healthy_input[brain_input]
+        healthy_image = image_like(healthy_array.astype(np.float32), image)
+        uncertainty = None
+        if spread is not None:
+            spread_input = sitk.GetArrayFromImage(pre.to_input_grid(spread.astype(np.float32)))
+            spread_input[~brain_input] = 0.0
+            uncertainty = image_like(spread_input.astype(np.float32), image)
+        timings["anomaly_map"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if threshold is None:
+            threshold, method = self.default_threshold()
+        else:
+            method = "given on the command line"
+        min_size = self.default_min_size() if min_size_mm3 is None else float(min_size_mm3)
+        mask_array, components = threshold_components(
+            sitk.GetArrayViewFromImage(anomaly_map), threshold, min_size, image.GetSpacing())
+        anomaly_mask = image_like(mask_array.astype(np.uint8), image)
+        timings["threshold"] = time.perf_counter() - start
+        report("anomaly map", 1.0)
+        arrays = {"input": volume, "healthy": healthy, "map": model_map, "brain": brain}
+        return Detection(pre, healthy_image, anomaly_map, anomaly_mask, components, float(threshold), method,
+                         min_size, uncertainty, arrays, timings, quality)
+
+    def model_summary(self) -> dict:
+        from ..zoo import sha256_file
+
+        return {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
+                "path": str(self.model_dir),
+                "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}

@@ -1,0 +1,113 @@
+"""The trained model folder: state-dict-only weight files and the model card listing their
+sha256 (written last, atomically), from the end of training or from a checkpoint."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ... import datasets
+from ...training.loop import checkpoint_path, hardware, save_atomic
+from ...training.slice_cache import validation_slices
+from ...zoo.card import ModelCard
+from ...zoo.registry import sha256_file
+from .diffusion import build_unet
+from .engine import DEFAULT_INFERENCE, ENCODER_FILE, UNET_FILE, ContrastiveDiffusionEngine
+from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
+
+
+def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: list[str], val_ids: list[str],
+                       device: torch.device, wall_seconds: float, extra: dict | None = None) -> Path:
+    """State-dict-only weight files + model.json with their sha256 (written last, atomically)."""
+    from ...preprocess.pipeline import INTENSITY_CLIP, INTENSITY_PERCENTILES
+    from ...preprocess.templates import SHIPPED_TEMPLATE, ModelGrid, load_template
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine: ContrastiveDiffusionEngine = result["engine"]
+    files = {}
+    save_atomic(engine.unet.state_dict(), out_dir / UNET_FILE)
+    files[UNET_FILE] = sha256_file(out_dir / UNET_FILE)
+    if engine.encoder is not None:
+        save_atomic(engine.encoder.state_dict(), out_dir / ENCODER_FILE)
+        files[ENCODER_FILE] = sha256_file(out_dir / ENCODER_FILE)
+    elif (out_dir / ENCODER_FILE).exists():
+        (out_dir / ENCODER_FILE).unlink()
+    try:
+        grid = load_template().grid
+    except FileNotFoundError:
+        grid = ModelGrid()
+    card = ModelCard(
+        folder=out_dir,
+        name=config.get("name", out_dir.name),
+        version=str(config.get("version", "0.1.0")),
+        engine="contrastive_diffusion",
+        modality="T1",
+        template=SHIPPED_TEMPLATE,
+        model_grid=grid,
+        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_CLIP),
+                       "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
+                       "training_brain_mask": "template brain mask through the detection path (slice cache)"},
+        network=result["network"],
+        inference=result["inference"],
+        training={
+            "data": "IXI T1 (healthy), ../shared/data/ixi_t1",
+            "split_rule": datasets.SPLIT_RULE,
+            "subjects": {"train": train_ids, "validation": val_ids},
+            "wall_time_minutes": round(wall_seconds / 60, 1),
+            "hardware": hardware(device),
+            "processes": result.get("world_size", 1),
+            "torch": torch.__version__,
+            "encoder": result.get("encoder_summary"),
+            "diffusion": {"steps": result["steps"], "minutes": result["minutes"], "batch_size": result["batch_size"],
+                          "final_train_l1": result["final_train_loss"], "history": result["history"]},
+            "config": {k: v for k, v in config.items() if k != "subjects"},
+        },
+        files=files,
+        extra={"description": "Contrastive-conditioned diffusion (Patricio et al. 2025) trained on healthy IXI T1 "
+                              "slices; reconstructs a healthy-looking brain, anomalies appear in |x - reconstruction|.",
+               "validation": result["validation"], **(extra or {})},
+    )
+    card.write()
+    return out_dir
+
+
+def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], val_ids: list[str],
+                      validation_slices_count: int = 64, device: str = "cpu") -> Path:
+    """Write a model folder from the current diffusion checkpoint (EMA weights) of a run that is
+    still going or was interrupted; validation figures on `validation_slices_count` slices."""
+    device_ = torch.device(device)
+    cfg = config["diffusion"]
+    ckpt = checkpoint_path(config, Path(out_dir), "diffusion")
+    state = torch.load(ckpt, map_location=device_, weights_only=False)
+    conditioned = bool(cfg.get("conditioned", True))
+    encoder = None
+    if conditioned:
+        encoder, _ = load_pretrained_encoder(config, Path(out_dir), device_)
+        if state.get("encoder") is not None:
+            encoder.load_state_dict(state["encoder"])
+    unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
+    unet = build_unet(unet_cfg)
+    unet.load_state_dict(state["ema"])
+    network = {"conditioned": conditioned, "unet": unet_cfg, "schedule": cfg["network"].get("schedule"),
+               "encoder": config["encoder"]["network"] if conditioned else None}
+    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    engine = ContrastiveDiffusionEngine(unet, encoder.eval() if encoder is not None else None, network, inference, device_)
+    images, brains = validation_slices(val_ids, config.get("cache_dir"), validation_slices_count,
+                                       float(config["min_slice_fraction"]))
+    start = time.perf_counter()
+    mae = brain_mae(engine, images, brains)
+    seconds = time.perf_counter() - start
+    losses = state.get("recent_losses") or []
+    result = {"network": network, "inference": inference, "history": state.get("history", []),
+              "steps": state["step"], "minutes": round(state["elapsed"] / 60, 2),
+              "final_train_loss": float(np.mean(losses)) if losses else None,
+              "validation": {"brain_mae": round(mae, 5), "slices": len(images),
+                             "seconds_per_slice": round(seconds / max(1, len(images)), 4),
+                             "what": VALIDATION_WHAT},
+              "encoder_summary": state.get("encoder_summary", {}), "batch_size": None,
+              "engine": engine, "world_size": None}
+    return write_model_folder(Path(out_dir), config, result, train_ids, val_ids, device_, state["elapsed"],
+                              {"status": f"exported from a training checkpoint at step {state['step']}"})

@@ -1,0 +1,323 @@
+"""Training stages of the contrastive-diffusion engine (entry point: `training.train`).
+
+Stages:
+  encoder   - contrastive pre-training (NT-Xent) of the slice encoder: positive pair =
+              an intensity-augmented healthy slice and an anomaly-imitating view of it.
+  diffusion - the latent-conditioned UNet predicting x0 (L1), encoder frozen (or jointly
+              trained with diffusion.train_encoder), optionally patched (pDDPM: a random
+              square is noised, the clean rest is context) and with multiscale noise.
+  all       - both; the diffusion stage writes the model folder (`model_folder`).
+Data: IXI T1 slices from the slice cache (built on first use through the detection path),
+split by subject with `datasets.split`. Budgets are wall-clock minutes; checkpoints
+(model, optimizer, EMA, step, elapsed time, every RNG state) are written every
+`checkpoint_minutes` and at the end, and `resume=True` continues bit-exactly from them.
+Under torchrun (WORLD_SIZE > 1) training runs with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...training import slice_cache
+from ...training.augment import Augment
+from ...training.corruptions import anomaly_view
+from ...training.distributed import Dist, gather
+from ...training.loop import (
+    Budget,
+    autocast,
+    checkpoint_path,
+    count_step,
+    log_record,
+    progress_bar,
+    random_batch,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from ...training.slice_cache import validation_slices
+from .diffusion import add_noise, build_scheduler, build_unet, draw_noise, to_model
+from .encoder import build_encoder, contrastive_loss
+from .engine import DEFAULT_INFERENCE, ContrastiveDiffusionEngine
+
+
+class ContrastiveModule(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor):
+        return self.encoder.project(self.encoder(view1)), self.encoder.project(self.encoder(view2))
+
+
+class DiffusionModule(nn.Module):
+    def __init__(self, unet: nn.Module, encoder: nn.Module | None):
+        super().__init__()
+        self.unet = unet
+        self.encoder = encoder
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None,
+                noise_mask: torch.Tensor | None = None):
+        latent = self.encoder(condition) if self.encoder is not None else None
+        return self.unet(x_t, t, latent, noise_mask)
+
+
+VALIDATION_WHAT = ("mean |x - reconstruction| inside the brain, normalised intensities (brain p1 -> 0, p99 -> 1), "
+                   "on evenly spread slices of the validation subjects")
+
+
+def brain_mae(engine: ContrastiveDiffusionEngine, images: torch.Tensor, brains: torch.Tensor, seed: int = 0) -> float:
+    """Mean |x - reconstruction| inside the brain over the given slices."""
+    if len(images) == 0:
+        return float("nan")
+    recon = engine.reconstruct_slices(images, torch.Generator().manual_seed(seed))
+    inside = brains > 0
+    return float((images - recon).abs()[inside].mean())
+
+
+def random_patch_masks(shape, generator: torch.Generator, probability: float, size: int) -> torch.Tensor:
+    """(B,1,H,W) float masks of the region to noise: a random size x size square for a share
+    `probability` of the batch (patched training, Behrendt et al.'s pDDPM), all ones otherwise."""
+    b, _, h, w = shape
+    masks = torch.ones((b, 1, h, w))
+    if probability <= 0:
+        return masks
+    for i in torch.nonzero(torch.rand(b, generator=generator) < probability).flatten().tolist():
+        y = int(torch.randint(0, max(1, h - size + 1), (1,), generator=generator))
+        x = int(torch.randint(0, max(1, w - size + 1), (1,), generator=generator))
+        masks[i].zero_()
+        masks[i, :, y:y + size, x:x + size] = 1.0
+    return masks
+
+
+def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: bool, dist_: Dist,
+                  progress: Callable[[float], None] | None = None) -> nn.Module:
+    cfg = config["encoder"]
+    device = dist_.device
+    seed = int(config.get("seed", 0)) + 1000 * dist_.rank
+    torch.manual_seed(int(config.get("seed", 0)))  # identical initial weights on every rank
+    encoder = build_encoder(cfg["network"]).to(device)
+    module = dist_.wrap(ContrastiveModule(encoder))
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    loss_fn = contrastive_loss(float(cfg["temperature"]))
+    generator = torch.Generator().manual_seed(seed)
+    augment = Augment(config.get("augmentation", {}), seed)
+    views = tuple(cfg.get("anomaly_views") or ())
+    data = slice_cache.SliceDataset(train_ids, config.get("cache_dir"), float(config["min_slice_fraction"]))
+    ckpt = checkpoint_path(config, out_dir, "encoder")
+    log_path = ckpt.with_name("encoder_log.jsonl") if dist_.main else None
+    budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
+    losses: list[float] = []
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        encoder.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
+        budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
+        losses = list(state.get("recent_losses", []))
+    encoder.train()
+
+    def save():
+        rng = gather(rng_state(generator, augment), dist_)
+        if dist_.main:
+            save_atomic({"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "step": budget.step,
+                          "elapsed": budget.elapsed, "rng": rng, "config": cfg,
+                          "recent_losses": losses[-50:]}, ckpt)
+
+    bar = progress_bar(budget, "encoder", dist_.main)
+    last_ckpt = time.perf_counter()
+    while not dist_.agree(budget.done()):
+        images, brains = random_batch(data, generator, int(cfg["batch_size"]), device)
+        view1 = augment(images.cpu(), brains.cpu()).to(device)
+        view2 = augment(images.cpu(), brains.cpu()).to(device)
+        if views:
+            view2 = anomaly_view(view2, brains, generator, views)
+        with autocast(device):
+            p1, p2 = module(view1, view2)
+            loss = loss_fn(p1.float(), p2.float())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
+        if time.perf_counter() - last_ckpt > 60 * float(config.get("checkpoint_minutes", 5)):
+            save()
+            last_ckpt = time.perf_counter()
+    bar.close()
+    save()
+    if dist_.main:
+        summary = {"steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
+                   "final_loss": float(np.mean(losses[-50:])) if losses else None,
+                   "anomaly_views": list(views), "batch_size": int(cfg["batch_size"]) * dist_.world}
+        save_atomic({"model": encoder.state_dict(), "summary": summary, "network": cfg["network"]},
+                     ckpt.with_name("encoder_final.pt"))
+    dist_.barrier()
+    return encoder.eval()
+
+
+def load_pretrained_encoder(config: dict, out_dir: Path, device) -> tuple[nn.Module, dict]:
+    path = checkpoint_path(config, out_dir, "encoder").with_name("encoder_final.pt")
+    if config["diffusion"].get("encoder_path"):
+        path = Path(config["diffusion"]["encoder_path"])
+    if not path.exists():
+        raise FileNotFoundError(f"no pre-trained encoder at {path}: run the 'encoder' stage first "
+                                "(or set diffusion.encoder_path)")
+    state = torch.load(path, map_location=device, weights_only=False)
+    encoder = build_encoder(state.get("network", config["encoder"]["network"])).to(device)
+    encoder.load_state_dict(state["model"])
+    return encoder, state.get("summary", {})
+
+
+def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_dir: Path, resume: bool,
+                    dist_: Dist, progress: Callable[[float], None] | None = None,
+                    encoder: nn.Module | None = None) -> dict:
+    cfg = config["diffusion"]
+    device = dist_.device
+    seed = int(config.get("seed", 0)) + 1000 * dist_.rank
+    conditioned = bool(cfg.get("conditioned", True))
+    train_encoder_too = conditioned and bool(cfg.get("train_encoder", False))
+    encoder_summary = {}
+    if conditioned and encoder is None:
+        encoder, encoder_summary = load_pretrained_encoder(config, out_dir, device)
+    elif conditioned:
+        final = checkpoint_path(config, out_dir, "encoder").with_name("encoder_final.pt")
+        if final.exists():
+            encoder_summary = torch.load(final, map_location="cpu", weights_only=False).get("summary", {})
+    if not conditioned:
+        encoder = None
+    unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
+    torch.manual_seed(int(config.get("seed", 0)) + 1)
+    unet = build_unet(unet_cfg).to(device)
+    ema = copy.deepcopy(unet).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    if encoder is not None:
+        encoder.to(device)
+        encoder.train(train_encoder_too)
+        for p in encoder.parameters():
+            p.requires_grad_(train_encoder_too)
+    module = dist_.wrap(DiffusionModule(unet, encoder if conditioned else None))
+    params = list(unet.parameters()) + (list(encoder.parameters()) if train_encoder_too else [])
+    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scheduler = build_scheduler(cfg["network"].get("schedule"))
+    generator = torch.Generator().manual_seed(seed)
+    augment = Augment(config.get("augmentation", {}), seed)
+    min_fraction = float(config["min_slice_fraction"])
+    data = slice_cache.SliceDataset(train_ids, config.get("cache_dir"), min_fraction)
+    val_cfg = config.get("validation", {})
+    val_images, val_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("slices", 128)), min_fraction)
+                              if dist_.main and val_ids else (torch.zeros(0, 1, 96, 96), torch.zeros(0, 1, 96, 96)))
+    ckpt = checkpoint_path(config, out_dir, "diffusion")
+    log_path = ckpt.with_name("diffusion_log.jsonl") if dist_.main else None
+    budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
+    history: list[dict] = []
+    losses: list[float] = []
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        unet.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        if train_encoder_too and state.get("encoder") is not None:
+            encoder.load_state_dict(state["encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
+        budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
+        losses = list(state.get("recent_losses", []))
+        history = state.get("history", [])
+        encoder_summary = state.get("encoder_summary", encoder_summary)
+    unet.train()
+    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    network = {"conditioned": conditioned, "unet": unet_cfg, "schedule": cfg["network"].get("schedule"),
+               "encoder": config["encoder"]["network"] if conditioned else None}
+
+    def engine() -> ContrastiveDiffusionEngine:
+        enc = copy.deepcopy(encoder).eval() if encoder is not None else None
+        return ContrastiveDiffusionEngine(copy.deepcopy(ema), enc, network, inference, device)
+
+    def save():
+        rng = gather(rng_state(generator, augment), dist_)
+        if dist_.main:
+            save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                          "encoder": encoder.state_dict() if train_encoder_too else None,
+                          "step": budget.step, "elapsed": budget.elapsed, "rng": rng, "history": history,
+                          "encoder_summary": encoder_summary, "config": cfg,
+                          "recent_losses": losses[-50:]}, ckpt)
+
+    bar = progress_bar(budget, "diffusion", dist_.main)
+    last_ckpt = last_val = time.perf_counter()
+    decay = float(cfg.get("ema", 0.995))
+    t_low, t_high = (int(v) for v in cfg.get("t_range", [0, scheduler.num_train_timesteps]))
+    p_anomaly = float(cfg.get("latent_from_anomaly_view", 0.0)) if conditioned else 0.0
+    views = tuple(config["encoder"].get("anomaly_views") or ("patch_mask", "random_erase", "lesion_blobs"))
+    warmup = max(1, int(cfg.get("warmup_steps", 20)))
+    patch_cfg = cfg.get("patch") or {}
+    while not dist_.agree(budget.done()):
+        images, brains = random_batch(data, generator, int(cfg["batch_size"]), device)
+        x = augment(images.cpu(), brains.cpu()).to(device)
+        t = torch.randint(t_low, t_high, (len(x),), generator=generator).to(device)
+        noise = draw_noise(x.shape, generator, device, cfg)
+        x0 = to_model(x)
+        noise_mask = random_patch_masks(x.shape, generator, float(patch_cfg.get("probability", 0.0)),
+                                        int(patch_cfg.get("size", 48))).to(device)
+        x_t = noise_mask * add_noise(scheduler, x0, noise, t) + (1 - noise_mask) * x0
+        condition = None
+        if conditioned:
+            condition = x.clone()
+            pick = torch.rand(len(x), generator=generator) < p_anomaly
+            if pick.any():
+                idx = torch.nonzero(pick).flatten()
+                condition[idx] = anomaly_view(x[idx], brains[idx], generator, views)
+        for group in optimizer.param_groups:
+            group["lr"] = float(cfg["lr"]) * min(1.0, (budget.step + 1) / warmup)
+        with autocast(device):
+            prediction = module(x_t, t, condition, noise_mask)
+            # pDDPM: the loss is on the noised region; the clean rest is context
+            loss = ((prediction.float() - x0).abs() * noise_mask).sum() / noise_mask.sum().clamp_min(1.0)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            d = min(decay, (1 + budget.step) / (10 + budget.step))
+            for e, p in zip(ema.parameters(), unet.parameters()):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            for e, b in zip(ema.buffers(), unet.buffers()):
+                e.copy_(b)
+        count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
+        if dist_.main and len(val_images) and time.perf_counter() - last_val > 60 * float(val_cfg.get("every_minutes", 10)):
+            mae = brain_mae(engine(), val_images, val_brains)
+            history.append({"step": budget.step, "elapsed_s": round(budget.elapsed, 1),
+                            "train_loss": float(np.mean(losses[-50:])), "val_brain_mae": round(mae, 5)})
+            log_record(log_path, history[-1])
+            bar.write(f"step {budget.step}: validation brain MAE {mae:.4f}")
+            last_val = time.perf_counter()
+        if time.perf_counter() - last_ckpt > 60 * float(config.get("checkpoint_minutes", 5)):
+            save()
+            last_ckpt = time.perf_counter()
+    bar.close()
+    save()
+    result = {"unet": unet, "ema": ema, "world_size": dist_.world}
+    if dist_.main:
+        final_images, final_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("final_slices", 512)), min_fraction)
+                                      if val_ids else (val_images, val_brains))
+        start = time.perf_counter()
+        mae = brain_mae(engine(), final_images, final_brains)
+        seconds = time.perf_counter() - start
+        result.update({
+            "network": network, "inference": inference, "history": history,
+            "steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
+            "final_train_loss": float(np.mean(losses[-50:])) if losses else (history[-1]["train_loss"] if history else None),
+            "validation": {"brain_mae": round(mae, 5), "slices": len(final_images),
+                           "seconds_per_slice": round(seconds / max(1, len(final_images)), 4),
+                           "what": VALIDATION_WHAT},
+            "encoder_summary": encoder_summary, "batch_size": int(cfg["batch_size"]) * dist_.world,
+            "engine": engine(), "encoder": encoder,
+        })
+    dist_.barrier()
+    return result

@@ -1,0 +1,55 @@
+"""`uadc train` for the contrastive-diffusion engine (the default engine): the encoder
+stage, then the diffusion stage, which writes the model folder. The stages are in
+`stages`, the model folder in `model_folder`; the recipe is a `load_config` file such as
+Resources/Models/recipes/contrastive-diffusion-t1.yaml.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from ...training.distributed import Dist
+from ...training.slice_cache import subject_ids
+from ..base import resolve_device
+from .model_folder import write_model_folder
+from .stages import train_diffusion, train_encoder
+
+
+def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage: str = "all",
+          resume: bool = False, device: str = "auto", progress: Callable[[float], None] | None = None) -> dict:
+    """Train `stage` ("encoder", "diffusion" or "all"); the diffusion stage writes the model folder.
+
+    Returns a summary dict (steps, minutes, validation MAE, model folder)."""
+    if stage not in ("encoder", "diffusion", "all"):
+        raise ValueError(f"stage must be encoder, diffusion or all, not {stage!r}")
+    started = time.perf_counter()
+    dist_ = Dist(resolve_device(device))
+    if dist_.device.type == "cpu":
+        torch.set_num_threads(int(config.get("threads") or min(2, os.cpu_count() or 1)))
+    out_dir = Path(out_dir)
+    train_ids, val_ids = subject_ids(config, data_root, dist_)
+    summary: dict = {"train_subjects": len(train_ids), "validation_subjects": len(val_ids)}
+    encoder = None
+    conditioned = bool(config["diffusion"].get("conditioned", True))
+    if stage in ("encoder", "all") and (conditioned or stage == "encoder"):
+        sub = (lambda f: progress(0.25 * f)) if progress and stage == "all" else progress
+        encoder = train_encoder(config, train_ids, out_dir, resume, dist_, sub)
+        summary["encoder_steps"] = "done"
+    if stage in ("diffusion", "all"):
+        sub = (lambda f: progress(0.25 + 0.75 * f)) if progress and stage == "all" else progress
+        result = train_diffusion(config, train_ids, val_ids, out_dir, resume, dist_, sub,
+                                 encoder if stage == "all" else None)
+        if dist_.main:
+            write_model_folder(out_dir, config, result, train_ids, val_ids, dist_.device,
+                               time.perf_counter() - started)
+            summary.update({"steps": result["steps"], "minutes": result["minutes"],
+                            "validation_brain_mae": result["validation"]["brain_mae"],
+                            "model_dir": str(out_dir)})
+    if dist_.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,68 @@
+"""Fitting the z-score atlas: `uadc train --engine zscore_atlas --data IXI_DIR --out MODEL_DIR`.
+
+The training volumes come from the slice cache, which preprocesses every subject through
+exactly the path `uadc detect` takes (template registration, template brain mask), so the
+atlas describes the volumes detection will compare with it.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...io import atomic_path
+from ...training.slice_cache import load_subject, subject_ids
+from ...zoo.card import ModelCard
+from ...zoo.registry import sha256_file
+from .engine import ATLAS_FILE
+
+MIN_SUBJECTS_PER_VOXEL = 3
+
+
+def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = None,
+                name: str | None = None, version: str = "0.1.0") -> Path:
+    """Write the atlas model folder (atlas.npz + model.json) from cached training volumes.
+
+    The card carries no thresholds: run `uadc calibrate` on the new atlas."""
+    from ...preprocess.templates import SHIPPED_TEMPLATE, load_template
+
+    start = time.perf_counter()
+    total = total_sq = count = None
+    for subject_id in subject_ids:
+        volume, brain = load_subject(subject_id, cache_dir)
+        volume = volume.astype(np.float64)
+        if total is None:
+            total, total_sq, count = np.zeros_like(volume), np.zeros_like(volume), np.zeros_like(volume)
+        total += volume * brain
+        total_sq += volume**2 * brain
+        count += brain
+    present = count >= max(MIN_SUBJECTS_PER_VOXEL, 0.5 * len(subject_ids))  # voxels inside most brains
+    mean = np.where(present, total / np.maximum(count, 1), 0.0)
+    std = np.sqrt(np.maximum(np.where(present, total_sq / np.maximum(count, 1), 0.0) - mean**2, 0.0))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / ATLAS_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, mean=mean.astype(np.float16), std=std.astype(np.float16))
+    from ...postprocess.filtering import PostprocessConfig
+
+    card = ModelCard(
+        folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version, modality="T1",
+        template=SHIPPED_TEMPLATE, model_grid=load_template().grid,
+        postprocess=PostprocessConfig(polarity="absolute", normalise_percentile=95.0),
+        training={"subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
+                  "volumes": "slice cache: the detection path (template registration and brain mask)"},
+        files={ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
+        extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"},
+    )
+    card.write()
+    return out_dir
+
+
+def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage: str = "all",
+          resume: bool = False, device: str = "auto", progress=None) -> dict:
+    """The engine's trainer (see engines.registry): the atlas of the IXI training subjects."""
+    train_ids, _ = subject_ids(config, data_root)
+    build_atlas(train_ids, Path(out_dir), config.get("cache_dir"))
+    return {"engine": "zscore_atlas", "train_subjects": len(train_ids), "model_dir": str(out_dir),
+            "next": f"uadc calibrate --model {out_dir} --healthy {data_root}"}

@@ -1,0 +1,120 @@
+"""The evaluation protocol (DESIGN section 5) as one command: `uadc evaluate --protocol DATA`.
+
+The IXI validation subjects are split once into a tuning part (every choice is made there)
+and a report part (touched only for the published figures); see `real_lesions`. The report
+sets are:
+  report_real_shapes  report-part IXI heads with real lesion shapes (BraTS, WML, ISLES donors
+                      of the report part) given a T1 appearance;
+  report_healthy      the same heads untouched (false-positive rate);
+  wml10_t1            the WML10 T1 scans, real white-matter lesions (subtle on T1);
+  brats_t1c           the BraTS 2013 T1c scans, real gliomas (a modality shift from T1).
+`--part tuning` scores tuning_real_shapes and tuning_healthy instead. Every model named runs
+on every set through the same detection path and thresholds rule; the table (mean over cases,
+seconds per volume on this machine) goes to OUT/table.md and OUT/table.json, each model/set's
+full report to OUT/<model>/<set>/.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..io import write_text
+from .scoring import read_cases_csv, summarise, write_evaluation_report
+
+PARTS = {
+    "report": ("report_real_shapes", "report_healthy", "wml10_t1", "brats_t1c"),
+    "tuning": ("tuning_real_shapes", "tuning_healthy"),
+}
+NOTES = {
+    "report_real_shapes": "IXI T1 heads of the report part with REAL lesion shapes (BraTS gliomas, WML, "
+                          "ISLES stroke; report-part donors) given a T1 appearance",
+    "tuning_real_shapes": "IXI T1 heads of the tuning part with REAL lesion shapes (tuning-part donors) "
+                          "given a T1 appearance",
+    "report_healthy": "IXI T1 heads of the report part, healthy: every flagged voxel is a false positive",
+    "tuning_healthy": "IXI T1 heads of the tuning part, healthy",
+    "wml10_t1": "WML10 T1 (skull-stripped, 0.94 x 0.94 x 3 mm): REAL white-matter lesions, subtle on T1",
+    "brats_t1c": "BraTS 2013 T1c (contrast-enhanced T1, z-scored): REAL gliomas; a modality shift from T1",
+}
+DEFAULT_MODELS = ("contrastive-diffusion-t1", "zscore-atlas-t1")
+TABLE_METRICS = ("auprc", "dice", "best_dice", "fp_fraction")
+
+
+def build_sets(data: Path, sets_dir: Path, log=print) -> dict[str, Path]:
+    """Write (once) the case lists of both parts and the real-lesion sets into sets_dir."""
+    from .real_lesions import write_real_shape_sets
+    from .sets import real_lesion_sets
+
+    sets_dir = Path(sets_dir)
+    names = [name for part in PARTS.values() for name in part]
+    paths = {name: sets_dir / f"{name}.csv" for name in names}
+    if not all(paths[n].exists() for n in names if n.endswith(("real_shapes", "healthy"))):
+        write_real_shape_sets(Path(data), sets_dir, log=log)
+    if not all(paths[n].exists() for n in ("wml10_t1", "brats_t1c")):
+        real_lesion_sets(Path(data), sets_dir)
+    return paths
+
+
+def table_rows(results: dict) -> list[dict]:
+    """{model: {set: (rows, seconds)}} -> one row per (set, model) with means and timing."""
+    table = []
+    for model, sets in results.items():
+        for name, rows in sets.items():
+            summary = summarise(rows).get(name, {})
+            entry = {"set": name, "model": model, "cases": len(rows),
+                     "seconds_per_volume": round(float(np.median([r["seconds"] for r in rows])), 1)}
+            for metric in TABLE_METRICS:
+                value = (summary.get(metric) or {}).get("mean")
+                entry[metric] = None if value is None else round(float(value), 4)
+            table.append(entry)
+    return sorted(table, key=lambda r: (list(NOTES).index(r["set"]) if r["set"] in NOTES else 99, r["model"]))
+
+
+def table_markdown(table: list[dict], part: str) -> str:
+    lines = [f"| set ({part} part) | model | cases | AUPRC | Dice at threshold | best Dice | healthy voxels flagged "
+             "| s / volume |", "|---|---|---|---|---|---|---|---|"]
+    def cell(row: dict, key: str, percent: bool = False) -> str:
+        value = row.get(key)
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.2f} %" if percent else f"{value:.3f}"
+
+    for r in table:
+        healthy = r["set"].endswith("healthy")
+        lines.append(f"| {r['set']} | {r['model']} | {r['cases']} | {'n/a' if healthy else cell(r, 'auprc')} | "
+                     f"{'n/a' if healthy else cell(r, 'dice')} | {'n/a' if healthy else cell(r, 'best_dice')} | "
+                     f"{cell(r, 'fp_fraction', percent=True)} | {r['seconds_per_volume']} |")
+    lines += ["", "Data: " + "; ".join(f"{k}: {v}" for k, v in NOTES.items() if any(r['set'] == k for r in table)),
+              f"Machine: {platform.processor() or platform.machine()}, times are medians per volume, end to end "
+              "(preprocessing, reconstruction, map, threshold)."]
+    return "\n".join(lines) + "\n"
+
+
+def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evaluate_cases,
+                 device: str = "auto", log=print) -> dict:
+    """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> rows`."""
+    from ..detection.detector import Detector
+
+    out_dir = Path(out_dir)
+    paths = build_sets(data, out_dir / "sets", log=log)
+    results: dict = {}
+    for model in models:
+        detector = Detector(model, device)
+        name = detector.card.name
+        results[name] = {}
+        for set_name in PARTS[part]:
+            cases = read_cases_csv(paths[set_name])
+            start = time.perf_counter()
+            rows = evaluate_cases(detector, cases, set_name)
+            log(f"{name} on {set_name}: {len(rows)} cases in {time.perf_counter() - start:.0f} s")
+            if rows:
+                write_evaluation_report(rows, out_dir / name / set_name, f"{name} on {set_name}",
+                                        {set_name: NOTES[set_name]})
+            results[name][set_name] = rows
+    table = table_rows(results)
+    write_text(json.dumps({"part": part, "table": table}, indent=2) + "\n", out_dir / "table.json")
+    write_text(table_markdown(table, part), out_dir / "table.md")
+    return {"table": table, "out_dir": str(out_dir)}

@@ -1,0 +1,204 @@
+"""Real lesion shapes placed into healthy heads with a T1 appearance (the report test set).
+
+A donor lesion (a BraTS glioma, a white-matter lesion, a stroke) keeps its real shape and
+size: the donor scan and the healthy recipient head are each registered to the template
+exactly as `uadc detect` does, and the donor's mask is carried donor -> template ->
+recipient in one resampling (an affine composite), at the recipient's own resolution, then
+kept inside the recipient's DLMUSE brain. Inside the mask the recipient's intensities are
+pulled towards a T1 lesion level relative to its white matter (gliomas by sub-region:
+necrosis dark, tumour core darker than grey matter, oedema mildly hypointense; white-matter
+lesions mildly hypointense; stroke hypointense), with a soft one-voxel edge and smooth
+texture. No lesion here comes from the generator the encoder trains against
+(`corruptions`), and every choice is made on the tuning donors, never the report donors.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..datasets import Subject, brats_cases, is_validation, ixi_subjects, wml_cases
+from ..io import image_like, read_mask, read_volume
+
+# Lesion level as a share of the recipient's white-matter intensity, by donor kind and label.
+T1_LEVELS = {
+    "brats": {1: 0.30, 2: 0.80, 3: 0.55, 4: 0.55},  # necrosis, oedema, non-enhancing, enhancing core
+    "wml": {None: 0.75},
+    "stroke": {None: 0.50},
+}
+TEXTURE_SD = 0.05        # relative, smooth (sigma 2 voxels)
+EDGE_SIGMA_VOXELS = 0.7  # soft lesion border
+MIN_INSIDE_BRAIN = 0.8   # a placement keeping less of the lesion inside the brain is refused
+
+
+@dataclass(frozen=True)
+class Donor:
+    id: str
+    kind: str            # "brats", "wml" or "stroke"
+    image: Path
+    lesion: Path
+    brain_mask: Path | None
+
+
+def validation_part(subject_id: str) -> str:
+    """'tuning' or 'report' for a validation subject (deterministic, about half each)."""
+    digest = int(hashlib.sha256(f"part:{subject_id}".encode()).hexdigest(), 16)
+    return "tuning" if digest % 2 == 0 else "report"
+
+
+PART_RULE = "validation subject in the tuning part when int(sha256('part:' + id).hexdigest(), 16) is even, else report"
+
+
+def donors(lesions_root: Path) -> list[Donor]:
+    root = Path(lesions_root)
+    found = [Donor(c.id, "brats", c.image, c.lesion_mask, c.brain_mask) for c in brats_cases(root / "brats2013")]
+    found += [Donor(c.id, "wml", c.image, c.lesion_mask, c.brain_mask) for c in wml_cases(root / "wml10")]
+    stroke = root / "isles22" / "sub-strokecase0009"
+    if stroke.is_dir():
+        found.append(Donor(stroke.name, "stroke", stroke / "dwi.nii.gz", stroke / "lesion_mask.nii.gz", None))
+    return found
+
+
+def donor_part(donor: Donor) -> str:
+    """Donors are split like subjects: a lesion shape serves the tuning or the report set, never both.
+    The only stroke goes to the report part."""
+    if donor.kind == "stroke":
+        return "report"
+    return validation_part(donor.id)
+
+
+def template_transform(image_path: Path, brain_mask_path: Path | None, template) -> sitk.Transform:
+    """Model-grid point -> scan point, by the detection path's registration."""
+    from ..preprocess.pipeline import preprocess
+
+    image = read_volume(image_path)
+    brain = read_mask(brain_mask_path, image) if brain_mask_path else None
+    return preprocess(image, template, brain_mask=brain, source=str(image_path)).transform
+
+
+def place_lesion(donor_labels: sitk.Image, donor_transform: sitk.Transform, recipient: sitk.Image,
+                 recipient_transform: sitk.Transform) -> np.ndarray:
+    """Donor label map on the recipient's grid ((z, y, x) int), through the template.
+
+    The lesion's extent is its union indicator resampled with linear interpolation (> 0.5), so
+    it keeps its shape and volume at the recipient's resolution; inside it each voxel takes the
+    sub-region label whose own indicator is largest there."""
+    composite = sitk.CompositeTransform([donor_transform, recipient_transform.GetInverse()])
+    labels_array = sitk.GetArrayViewFromImage(donor_labels)
+
+    def moved(indicator: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(indicator.astype(np.float32))
+        image.CopyInformation(donor_labels)
+        return sitk.GetArrayFromImage(sitk.Resample(image, recipient, composite, sitk.sitkLinear, 0.0,
+                                                    sitk.sitkFloat32))
+
+    extent = moved(labels_array > 0) > 0.5
+    values = [int(v) for v in np.unique(labels_array) if v > 0]
+    out = np.zeros(extent.shape, np.int16)
+    if len(values) == 1:
+        out[extent] = values[0]
+        return out
+    scores = np.stack([moved(labels_array == v) for v in values])
+    out[extent] = np.asarray(values, np.int16)[np.argmax(scores[:, extent], axis=0)]
+    return out
+
+
+def t1_lesion_appearance(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, kind: str,
+                         rng: np.random.Generator) -> np.ndarray:
+    """The recipient's intensities with the lesion given a T1 look (see the module docstring)."""
+    image = image.astype(np.float32)
+    white_matter = float(np.percentile(image[brain], 90))
+    levels = T1_LEVELS[kind]
+    target = np.zeros(image.shape, np.float32)
+    for value in np.unique(labels[labels > 0]):
+        level = levels.get(int(value), levels.get(None, 0.6))
+        target[labels == value] = level * white_matter
+    texture = ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 2.0)
+    texture *= TEXTURE_SD / max(float(texture.std()), 1e-6)
+    weight = ndimage.gaussian_filter((labels > 0).astype(np.float32), EDGE_SIGMA_VOXELS)
+    weight = np.where(labels > 0, 1.0, weight)
+    # outside the lesion the soft edge blends towards the nearest lesion level
+    _, nearest = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    target = target[tuple(nearest)] * (1.0 + texture)
+    out = (1.0 - weight) * image + weight * target
+    return np.where(brain, out, image).astype(np.float32)
+
+
+def make_case(donor: Donor, donor_transform: sitk.Transform, recipient: Subject,
+              recipient_transform: sitk.Transform, seed: int) -> tuple[sitk.Image, sitk.Image]:
+    """(lesioned recipient image, lesion mask uint8), both on the recipient's grid."""
+    image = read_volume(recipient.image)
+    brain = sitk.GetArrayFromImage(read_mask(recipient.brain_mask, image)) > 0
+    donor_labels = read_volume(donor.lesion, allow_constant=True)
+    if donor.kind != "brats":  # 0/255 or 0/1 masks: one label
+        donor_labels = sitk.Cast(donor_labels > 0, sitk.sitkUInt8)
+    labels = place_lesion(sitk.Cast(donor_labels, sitk.sitkUInt8), donor_transform, image, recipient_transform)
+    inside = (labels > 0) & brain
+    placed = int((labels > 0).sum())
+    if placed == 0 or inside.sum() < MIN_INSIDE_BRAIN * placed:
+        raise ValueError(f"donor {donor.id} lands {inside.sum()}/{placed} voxels inside {recipient.id}'s brain")
+    labels = np.where(brain, labels, 0)
+    rng = np.random.default_rng(seed)
+    lesioned = t1_lesion_appearance(sitk.GetArrayFromImage(image), brain, labels, donor.kind, rng)
+    return image_like(lesioned, image), image_like((labels > 0).astype(np.uint8), image)
+
+
+def healthy_parts(ixi_root: Path) -> dict[str, list[Subject]]:
+    validation = [s for s in ixi_subjects(ixi_root) if is_validation(s.id)]
+    return {part: [s for s in validation if validation_part(s.id) == part] for part in ("tuning", "report")}
+
+
+def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> dict[str, Path]:
+    """Write <part>_lesions.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
+    the lesioned heads and masks in out/images. Each donor of a part lands in one recipient
+    of the same part, recipients taken in turn; refused placements are logged and skipped."""
+    import csv
+
+    from ..io import write_volume
+    from ..preprocess.templates import load_template
+
+    template = template or load_template()
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    parts = healthy_parts(Path(data) / "ixi_t1")
+    all_donors = donors(Path(data) / "lesions")
+    transforms: dict[str, sitk.Transform] = {}
+    paths = {}
+    for part, recipients in parts.items():
+        rows = []
+        part_donors = [d for d in all_donors if donor_part(d) == part]
+        for index, donor in enumerate(part_donors):
+            recipient = recipients[index % len(recipients)]
+            for key, image, brain in ((donor.id, donor.image, donor.brain_mask),
+                                      (recipient.id, recipient.image, recipient.brain_mask)):
+                if key not in transforms:
+                    transforms[key] = template_transform(image, brain if key == donor.id else None, template)
+            try:
+                lesioned, mask = make_case(donor, transforms[donor.id], recipient, transforms[recipient.id], index)
+            except ValueError as error:
+                log(f"skipped: {error}")
+                continue
+            case = f"{recipient.id}+{donor.kind}-{donor.id}"
+            image_path = write_volume(lesioned, out / "images" / f"{case}.nii.gz")
+            mask_path = write_volume(mask, out / "images" / f"{case}_lesion.nii.gz")
+            rows.append({"id": case, "image": image_path, "lesion_mask": mask_path, "brain_mask": "",
+                         "dataset": f"{part}_real_shapes"})
+            log(f"{part}: {case} ({int(sitk.GetArrayViewFromImage(mask).sum())} lesion voxels)")
+        healthy = []
+        for recipient in recipients:
+            image = read_volume(recipient.image)
+            empty = write_volume(image_like(np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8), image),
+                                 out / "images" / f"{recipient.id}_empty.nii.gz")
+            healthy.append({"id": recipient.id, "image": Path(recipient.image).resolve(), "lesion_mask": empty,
+                            "brain_mask": "", "dataset": f"{part}_healthy"})
+        for name, table in ((f"{part}_real_shapes", rows), (f"{part}_healthy", healthy)):
+            paths[name] = out / f"{name}.csv"
+            with paths[name].open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["id", "image", "lesion_mask", "brain_mask", "dataset"])
+                writer.writeheader()
+                writer.writerows(table)
+    return paths

@@ -1,1 +1,0 @@
-"""Networks: the contrastive slice encoder and the latent-conditioned diffusion UNet."""

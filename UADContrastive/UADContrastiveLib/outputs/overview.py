@@ -1,0 +1,125 @@
+"""A one-page PNG overview of a detection: input, healthy reconstruction, anomaly map, mask.
+
+Orientation: the arrays are on the model grid, indexed (z, y, x) with LPS axes, i.e. x
+increases towards the patient's Left, y towards Posterior, z towards Superior. An axial
+slice array[z] shown with imshow's default origin="upper" puts row y = 0 (most anterior) at
+the top and column x = 0 (the patient's far right) on the viewer's left. That is the
+radiological convention (patient's right on the viewer's left, anterior up) with no flip;
+_axial() asserts the layout so a future change of grid convention cannot silently mirror it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from ..io import atomic_path
+
+MASK_COLOUR = (1.0, 0.8, 0.1)  # the segmentation's colour (segmentation.SEGMENT_COLOR)
+ROWS = ("input", "healthy reconstruction", "anomaly map", "mask on input")
+
+
+def choose_slices(mask: np.ndarray | None, anomaly_map: np.ndarray | None, brain: np.ndarray,
+                  n_slices: int) -> list[int]:
+    """Axial slices to show, in increasing z.
+
+    With a non-empty mask: the slices with most mask voxels, kept apart by at least 1/n of the
+    mask's z-extent so that they sample the lesions rather than show neighbouring slices. Without one:
+    evenly spaced through the central 80 % of the brain (the extreme slices show little).
+    """
+    n_z = brain.shape[0]
+    n_slices = max(1, min(int(n_slices), n_z))
+    if mask is not None and np.any(mask):
+        per_slice = np.count_nonzero(mask, axis=(1, 2)).astype(float)
+        occupied = np.flatnonzero(per_slice)
+        gap = max(1, (occupied[-1] - occupied[0] + 1) // n_slices)
+        chosen: list[int] = []
+        for z in np.argsort(-per_slice, kind="stable"):
+            if per_slice[z] == 0 or len(chosen) == n_slices:
+                break
+            if all(abs(int(z) - c) >= gap for c in chosen):
+                chosen.append(int(z))
+        return sorted(chosen)
+    occupied = np.flatnonzero(np.any(brain, axis=(1, 2)))
+    if occupied.size == 0 and anomaly_map is not None:
+        occupied = np.flatnonzero(np.any(anomaly_map != 0, axis=(1, 2)))
+    low, high = (occupied[0], occupied[-1]) if occupied.size else (0, n_z - 1)
+    span = high - low
+    positions = np.linspace(low + 0.1 * span, high - 0.1 * span, n_slices)
+    return sorted({int(round(p)) for p in positions})
+
+
+def _axial(volume: np.ndarray, z: int) -> np.ndarray:
+    """Slice z of a (z, y, x) LPS array, ready for imshow(origin="upper"): radiological, anterior up."""
+    assert volume.ndim == 3, "overview arrays are (z, y, x)"
+    return volume[z]
+
+
+def _robust_range(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, (1.0, 99.5)))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map: np.ndarray,
+                       mask: np.ndarray, path: str | Path, n_slices: int = 4,
+                       title: str | None = None, brain: np.ndarray | None = None) -> Path:
+    """Write a PNG of a few axial slices: rows input / healthy / anomaly map (with colour bar) /
+    mask over input. All arrays are (z, y, x) on the model grid (LPS); brain, if given, only
+    guides the slice choice when the mask is empty. Written atomically."""
+    arrays = [np.asarray(a, dtype=np.float32) for a in (input_array, healthy, anomaly_map)]
+    mask = np.asarray(mask) > 0
+    shapes = {a.shape for a in arrays} | {mask.shape}
+    if len(shapes) != 1 or arrays[0].ndim != 3:
+        raise ValueError(f"overview arrays must be 3D and of one shape, got {sorted(shapes)}")
+    input_array, healthy, anomaly_map = arrays
+    brain = (input_array != 0) if brain is None else (np.asarray(brain) > 0)
+    slices = choose_slices(mask, anomaly_map, brain, n_slices)
+
+    image_range = _robust_range(input_array[brain] if brain.any() else input_array)
+    map_values = anomaly_map[brain] if brain.any() else anomaly_map
+    map_top = float(np.percentile(map_values, 99.9)) if map_values.size else 1.0
+    map_range = (0.0, map_top if map_top > 0 else 1.0)
+    mask_colours = ListedColormap([MASK_COLOUR])
+
+    height, width = input_array.shape[1:]
+    panel = 2.0
+    figure = Figure(figsize=(panel * len(slices) * width / height + 1.2, panel * len(ROWS) + 0.6), dpi=100,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(ROWS), len(slices), squeeze=False)
+    map_image = None
+    for column, z in enumerate(slices):
+        for row in range(len(ROWS)):
+            ax = axes[row][column]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"z = {z}", fontsize=8)
+            if column == 0:
+                ax.set_ylabel(ROWS[row], fontsize=8)
+        axes[0][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
+        axes[1][column].imshow(_axial(healthy, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
+        map_image = axes[2][column].imshow(_axial(anomaly_map, z), cmap="inferno",
+                                           vmin=map_range[0], vmax=map_range[1])
+        axes[3][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
+        axes[3][column].imshow(np.ma.masked_where(~_axial(mask, z), _axial(mask, z)),
+                               cmap=mask_colours, alpha=0.6, vmin=0, vmax=1, interpolation="nearest")
+    # Orientation letters on the first panel, so a reader need not trust the caption.
+    for x, y, letter in ((0.03, 0.5, "R"), (0.97, 0.5, "L"), (0.5, 0.97, "A")):
+        axes[0][0].text(x, y, letter, transform=axes[0][0].transAxes, color="yellow", fontsize=8,
+                        ha="center", va="center")
+    figure.colorbar(map_image, ax=[axes[2][c] for c in range(len(slices))], shrink=0.9, label="anomaly")
+    flagged = int(mask.sum())
+    heading = title or "Anomaly detection overview"
+    figure.suptitle(f"{heading}\n{flagged} voxels flagged; axial, radiological (patient right on the left), "
+                    "anterior up", fontsize=9)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path

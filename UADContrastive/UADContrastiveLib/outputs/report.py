@@ -1,0 +1,50 @@
+"""report.json: what one detection found and how; built by `uadc detect` and the demo, and
+updated by the Slicer module's export (where the user may have moved the threshold or
+edited the segment). Standard library only."""
+from __future__ import annotations
+
+import platform
+
+
+def anomalous_volume_ml(components: list[dict]) -> float:
+    """Total volume of the anomalous components (each carries its own `volume_ml`)."""
+    return round(sum(float(c["volume_ml"]) for c in components), 4)
+
+
+def build_report(*, input_name: str, model: dict, device: str, threshold: float, threshold_method: str,
+                 thresholds_available: dict, min_size_mm3: float, brain_source: str, brain_volume_ml: float,
+                 quality: dict, components: list[dict], preprocessing: dict, timings: dict) -> dict:
+    """The report of one detection. `input_name` is what the user gave (a path or a name)."""
+    return {
+        "input": str(input_name),
+        "model": model,
+        "device": device,
+        "host": {"platform": platform.platform(), "python": platform.python_version()},
+        "threshold": {"value": float(threshold), "method": threshold_method},
+        "thresholds_available": dict(thresholds_available),
+        "min_size_mm3": float(min_size_mm3),
+        "brain": {"source": brain_source, "volume_ml": brain_volume_ml},
+        "quality": quality,
+        "warnings": list(quality.get("warnings", [])),
+        "components": components,
+        "anomalous_volume_ml": anomalous_volume_ml(components),
+        "preprocessing": preprocessing,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def exported_report(report: dict, *, input_name: str, components: list[dict], threshold: float | None = None,
+                    min_size_mm3: float | None = None) -> dict:
+    """The detection's report as exported from Slicer: the input named as the user knows it
+    (not the temporary file the detection ran on), the components of the segment as it is
+    now, and the threshold and minimum size chosen in Slicer."""
+    updated = dict(report)
+    updated["input"] = str(input_name)
+    if threshold is not None:
+        updated["threshold"] = {"value": float(threshold), "method": "chosen in 3D Slicer"}
+    if min_size_mm3 is not None:
+        updated["min_size_mm3"] = float(min_size_mm3)
+    updated["components"] = components
+    updated["anomalous_volume_ml"] = anomalous_volume_ml(components)
+    updated["exported_from"] = "3D Slicer (the mask includes any manual edits of the segment)"
+    return updated

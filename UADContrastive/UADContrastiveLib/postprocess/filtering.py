@@ -1,0 +1,147 @@
+"""From a model residual to an anomaly map: brain erosion, polarity, median/Gaussian filter.
+
+The settings live in PostprocessConfig, which the model card stores (its `postprocess`
+entry) so that a detection can be reproduced exactly. Thresholding and connected
+components are in `components`, choosing a threshold in `calibration`, the names of the
+calibrated thresholds in `presets`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import ModelError
+
+FILTERS = ("median", "gaussian")
+POLARITIES = ("absolute", "positive", "negative")
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+@dataclass
+class PostprocessConfig:
+    """How a residual becomes a mask; every field is stored in the model card.
+
+    erosion_mm: brain-mask erosion; residuals in this rim are registration and
+        skull-stripping noise, not anatomy.
+    filter, size: "median" (window width in voxels) or "gaussian" (FWHM in voxels). A 3-voxel
+        median on the 2 mm model grid (6 mm) removes single-voxel speckle and keeps lesions of a
+        few mm, like the 5-voxel median at 1 mm used in the literature.
+    polarity: "absolute" |residual|, "positive" (brighter than healthy, e.g. FLAIR lesions) or
+        "negative" (darker than healthy).
+    normalise_percentile: if set, each subject's map is divided by this percentile of its brain
+        values (makes maps of different subjects comparable, but a calibrated threshold then
+        refers to normalised units: calibrate with the same setting).
+    The detection rule that follows (threshold and minimum component size) is not here: it
+    belongs to the card's calibrated `thresholds`, which were computed for one minimum size.
+    """
+
+    erosion_mm: float = 4.0
+    filter: str = "median"
+    size: int = 3
+    polarity: str = "absolute"
+    normalise_percentile: float | None = None
+
+    def __post_init__(self):
+        problems = []
+        if self.filter not in FILTERS:
+            problems.append(f"filter must be one of {FILTERS}, not {self.filter!r}")
+        if self.polarity not in POLARITIES:
+            problems.append(f"polarity must be one of {POLARITIES}, not {self.polarity!r}")
+        if not self.size >= 1:
+            problems.append(f"size must be >= 1 voxel, not {self.size!r}")
+        if not self.erosion_mm >= 0:
+            problems.append("erosion_mm must be >= 0")
+        if self.normalise_percentile is not None and not 0 < self.normalise_percentile <= 100:
+            problems.append(f"normalise_percentile must be in (0, 100], not {self.normalise_percentile!r}")
+        if problems:
+            raise ValueError("invalid post-processing settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, card_path=None) -> PostprocessConfig:
+        """Read the model card's entry; unknown keys mean a newer or edited card, so refuse them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(card_path, f"field 'postprocess' holds unknown keys {unknown}.",
+                             "The model card was written by a newer version of UADContrastive, or edited.")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as error:
+            raise ModelError(card_path, f"field 'postprocess' is invalid: {error}") from None
+
+    def filter_map(self, residual: np.ndarray, brain: np.ndarray, spacing_mm=2.0) -> np.ndarray:
+        return filter_anomaly_map(residual, brain, erosion_mm=self.erosion_mm, spacing_mm=spacing_mm,
+                                  filter=self.filter, size=self.size, polarity=self.polarity,
+                                  normalise_percentile=self.normalise_percentile)
+
+
+DEFAULTS = PostprocessConfig()
+
+
+def _spacing_zyx(spacing_mm) -> np.ndarray:
+    """A scalar spacing, or one per array axis (z, y, x), as a 3-vector."""
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
+    if not np.all(spacing > 0):
+        raise ValueError(f"spacing must be positive, got {spacing_mm}")
+    return spacing
+
+
+def erode_brain(brain: np.ndarray, erosion_mm: float, spacing_mm=2.0) -> np.ndarray:
+    """Brain mask eroded by an ellipsoid of radius erosion_mm (anisotropic spacing respected)."""
+    brain = np.asarray(brain) > 0
+    if erosion_mm <= 0:
+        return brain
+    spacing = _spacing_zyx(spacing_mm)
+    radius = np.floor(erosion_mm / spacing + 1e-6).astype(int)
+    if not radius.any():
+        return brain
+    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g * s / erosion_mm) ** 2 for g, s in zip(grids, spacing)) <= 1.0 + 1e-6
+    # border_value=0: the brain never touches the grid edge on the model grid; if it does,
+    # voxels at the edge are as unreliable as those at the brain surface.
+    return ndimage.binary_erosion(brain, structure=ball, border_value=0)
+
+
+def filter_anomaly_map(residual: np.ndarray, brain: np.ndarray, erosion_mm: float = DEFAULTS.erosion_mm,
+                       spacing_mm=2.0, filter: str = DEFAULTS.filter, size: int = DEFAULTS.size,
+                       polarity: str = DEFAULTS.polarity,
+                       normalise_percentile: float | None = DEFAULTS.normalise_percentile) -> np.ndarray:
+    """Anomaly map (float32, same shape) from a residual (input - healthy reconstruction).
+
+    residual, brain: 3D arrays on the model grid (z, y, x); spacing_mm: scalar or (z, y, x).
+    The map is 0 outside the eroded brain. Voxels outside it are zeroed before filtering, so
+    rim noise cannot leak inwards (the median near the eroded edge is therefore conservative);
+    the Gaussian is normalised by the smoothed mask so edge voxels are not darkened.
+    """
+    PostprocessConfig(erosion_mm=erosion_mm, filter=filter, size=size, polarity=polarity,
+                      normalise_percentile=normalise_percentile)  # validates the settings
+    residual = np.asarray(residual, dtype=np.float32)
+    if residual.ndim != 3 or np.shape(brain) != residual.shape:
+        raise ValueError(f"residual {residual.shape} and brain {np.shape(brain)} must be 3D and the same shape")
+    if polarity == "absolute":
+        signal = np.abs(residual)
+    elif polarity == "positive":
+        signal = np.maximum(residual, 0)
+    else:
+        signal = np.maximum(-residual, 0)
+    inside = erode_brain(brain, erosion_mm, spacing_mm)
+    signal = np.where(inside, signal, np.float32(0))
+    if filter == "median":
+        smoothed = ndimage.median_filter(signal, size=int(size), mode="constant", cval=0.0)
+    else:
+        sigma = float(size) / FWHM_PER_SIGMA
+        weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma, mode="constant")
+        smoothed = ndimage.gaussian_filter(signal, sigma, mode="constant")
+        smoothed = np.divide(smoothed, weight, out=np.zeros_like(smoothed), where=weight > 1e-3)
+    smoothed[~inside] = 0.0
+    if normalise_percentile is not None and inside.any():
+        scale = float(np.percentile(smoothed[inside], normalise_percentile))
+        if scale > 0:
+            smoothed /= scale
+    return smoothed.astype(np.float32, copy=False)

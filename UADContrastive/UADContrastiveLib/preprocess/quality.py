@@ -1,0 +1,69 @@
+"""Plausibility checks of an input and its registration: refuse what cannot be a brain,
+warn about what the model was not trained for.
+
+Measured on the shared data (normalised cross-correlation with the template brain,
+over voxels inside both brains): IXI T1 0.88, BraTS T1c 0.36, WML T1 0.31, ISLES DWI 0.29,
+WML T2 0.05, uniform noise 0.04; the lowest real T1 seen, a WML10 scan covering part of the brain, 0.10. White/grey-matter intensity ratio: IXI T1 1.8,
+WML T1 1.27, BraTS T1c 1.08, FLAIR ~1.0, T2 0.8.
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+
+MIN_TEMPLATE_CORRELATION = 0.07
+MIN_T1_WM_GM_RATIO = 1.15
+MIN_BRAIN_COVERAGE = 0.6
+MAX_SLICE_SPACING_MM = 6.0
+WARN_ANISOTROPY = 4.0
+
+
+def check_spacing(image: sitk.Image, source=None) -> list[str]:
+    """Refuse slices too thick for the 2 mm model grid; warn about strong anisotropy."""
+    spacing = np.asarray(image.GetSpacing(), float)
+    if spacing.max() > MAX_SLICE_SPACING_MM:
+        raise InputError(source, f"has {spacing.max():.1f} mm voxels along one axis (spacing {np.round(spacing, 2).tolist()}); "
+                         f"the model works at 2 mm and cannot fill slices thicker than {MAX_SLICE_SPACING_MM:g} mm.",
+                         "Use a 3D acquisition or a scan with thinner slices.")
+    if spacing.max() / spacing.min() > WARN_ANISOTROPY:
+        return [f"strongly anisotropic voxels {np.round(spacing, 2).tolist()} mm: thin anomalies between slices may be missed"]
+    return []
+
+
+def _template_regions(template):
+    brain = sitk.GetArrayFromImage(template.brain)
+    inside = sitk.GetArrayFromImage(template.brain_probability) > 0.5
+    values = brain[inside]
+    white = inside & (brain > np.percentile(values, 70))
+    grey = inside & (brain > np.percentile(values, 15)) & (brain < np.percentile(values, 35))
+    return brain, inside, white, grey
+
+
+def assess_registration(pre, template, modality: str = "T1", source=None) -> dict:
+    """Correlation with the template, brain coverage and a T1 contrast check.
+
+    Raises InputError when the registered input does not resemble a brain at all;
+    returns {"template_correlation", "brain_coverage", "wm_gm_ratio", "warnings"}.
+    """
+    brain, inside, white, grey = _template_regions(template)
+    volume = sitk.GetArrayFromImage(pre.model_input)
+    subject = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
+    both = inside & subject
+    coverage = float(both.sum() / max(inside.sum(), 1))
+    correlation = float(np.corrcoef(volume[both], brain[both])[0, 1]) if both.sum() > 100 else 0.0
+    if not np.isfinite(correlation) or correlation < MIN_TEMPLATE_CORRELATION:
+        raise InputError(source, f"does not look like a brain after registration to the template "
+                         f"(correlation {correlation:.2f}, expected >= {MIN_TEMPLATE_CORRELATION}).",
+                         "Check that this is a brain MRI; if it is, give a brain mask with --brain-mask.")
+    warnings = []
+    if coverage < MIN_BRAIN_COVERAGE:
+        warnings.append(f"the scan covers only {coverage:.0%} of the template brain: regions outside it are not analysed")
+    white_values, grey_values = volume[white & subject], volume[grey & subject]
+    ratio = float(np.median(white_values) / max(np.median(grey_values), 1e-3)) if white_values.size and grey_values.size else float("nan")
+    if modality.upper() == "T1" and not ratio >= MIN_T1_WM_GM_RATIO:
+        warnings.append(f"the input does not look T1-weighted (white/grey matter ratio {ratio:.2f}, T1 is about 1.3-1.8) "
+                        "but the model was trained on T1: expect false positives")
+    return {"template_correlation": round(correlation, 3), "brain_coverage": round(coverage, 3),
+            "wm_gm_ratio": round(ratio, 3), "warnings": warnings}

@@ -1,0 +1,83 @@
+"""Building the shipped template (`uadc template`, maintainers only) from IXI training subjects.
+
+Kept apart from `templates` (which only loads it at run time) because building runs the
+preprocessing pipeline, which itself needs the loaded template.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..resources import TEMPLATES
+from .templates import (
+    BRAIN_PROBABILITY_FILE,
+    HEAD_FILE,
+    ModelGrid,
+    Template,
+    load_template,
+    nilearn_mni_path,
+)
+
+
+def mni_brain_template(grid: ModelGrid) -> Template:
+    """The nilearn MNI152 2009a brain (brain-extracted) on the model grid, as a brain-only Template."""
+    reference = grid.reference()
+    identity = sitk.Transform(3, sitk.sitkIdentity)
+    t1 = sitk.Resample(sitk.Cast(sitk.ReadImage(str(nilearn_mni_path("t1"))), sitk.sitkFloat32),
+                       reference, identity, sitk.sitkLinear, 0.0)
+    tissue = sum(sitk.Resample(sitk.Cast(sitk.ReadImage(str(nilearn_mni_path(k))), sitk.sitkFloat32),
+                               reference, identity, sitk.sitkLinear, 0.0) for k in ("gm", "wm"))
+    array = sitk.GetArrayFromImage(t1)
+    t1 = t1 / float(np.percentile(array[array > 0], 99.5))
+    return Template(t1, sitk.Clamp(tissue, sitk.sitkFloat32, 0.0, 1.0), grid, "mni152-2009a-brain")
+
+
+def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, grid: ModelGrid | None = None,
+                   progress=None) -> Template:
+    """Average the whole heads and brain masks of (image, parcellation) pairs in MNI space.
+
+    Each brain (parcellation > 0) is registered like-with-like to the MNI152 brain; the
+    head and the mask are then resampled on the model grid with that transform.
+    """
+    from ..io import read_mask, read_volume, write_volume
+    from .pipeline import preprocess, resample
+
+    grid = grid or ModelGrid()
+    mni = mni_brain_template(grid)
+    reference = grid.reference()
+    head_sum = np.zeros(reference.GetSize()[::-1], np.float64)
+    mask_sum = np.zeros_like(head_sum)
+    for index, (image_path, parcellation_path) in enumerate(pairs):
+        image = read_volume(image_path)
+        mask = read_mask(parcellation_path, image)
+        result = preprocess(image, mni, grid, brain_mask=mask)
+        head = sitk.GetArrayFromImage(resample(image, reference, result.transform))
+        low, high = result.intensity_range
+        head_sum += np.clip((head - low) / (high - low), 0, 1.5) / 1.5
+        mask_sum += sitk.GetArrayViewFromImage(result.brain_mask_model)
+        if progress:
+            progress(index + 1, len(pairs))
+    head = sitk.GetImageFromArray(np.round(255 * head_sum / len(pairs)).astype(np.uint8))
+    probability = sitk.GetImageFromArray(np.round(255 * mask_sum / len(pairs)).astype(np.uint8))
+    for image in (head, probability):
+        image.CopyInformation(reference)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_volume(head, out_dir / HEAD_FILE)
+    write_volume(probability, out_dir / BRAIN_PROBABILITY_FILE)
+    return load_template(out_dir, grid)
+
+
+def run_template(args) -> int:
+    """`uadc template`: rebuild the shipped template from the first N IXI training subjects."""
+    from ..datasets import ixi_subjects, split
+    from ..progress import Progress
+
+    training, _ = split(ixi_subjects(Path(args.data)))
+    pairs = [(s.image, s.brain_mask) for s in training[: args.count] if s.brain_mask is not None]
+    progress = Progress()
+    build_template(pairs, Path(args.out) if args.out else TEMPLATES,
+                   progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))
+    progress.close()
+    return 0

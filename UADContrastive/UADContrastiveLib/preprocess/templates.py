@@ -1,0 +1,115 @@
+"""The template space and the model grid.
+
+The model grid is a fixed box in MNI152 space (LPS, 2 mm, 96 x 96 axial x 80 slices),
+so every subject gives slices of the same size and anatomy lines up across subjects.
+
+The shipped template (Resources/Templates) is a population average built from the
+IXI *training* subjects (see template_build): their brains (DLMUSE > 0) registered
+affinely to the MNI152 2009a brain from the nilearn wheel, then their whole heads and
+brain masks averaged on the model grid. A whole-head template lets us register
+whole-head input like-with-like (a brain-only template stretched over a head gives
+Dice ~0.5), and an IXI-built head matches the scanner population of the training data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..resources import TEMPLATES
+
+HEAD_FILE = "ixi_head_2mm.nii.gz"
+BRAIN_PROBABILITY_FILE = "ixi_brain_probability_2mm.nii.gz"
+SHIPPED_TEMPLATE = "ixi-head-2mm"
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """An axis-aligned LPS box in MNI space; size is (x, y, z) voxels."""
+
+    size: tuple[int, int, int] = (96, 96, 80)
+    spacing: float = 2.0
+    center_lps: tuple[float, float, float] = (0.0, 18.0, 8.0)  # MNI RAS (0, -18, 8)
+
+    def reference(self) -> sitk.Image:
+        image = sitk.Image([int(s) for s in self.size], sitk.sitkFloat32)
+        image.SetSpacing([self.spacing] * 3)
+        image.SetDirection(np.eye(3).ravel().tolist())
+        origin = np.asarray(self.center_lps) - (np.asarray(self.size) - 1) / 2.0 * self.spacing
+        image.SetOrigin(origin.tolist())
+        return image
+
+    def to_dict(self) -> dict:
+        return {"size_xyz": list(self.size), "spacing_mm": self.spacing, "center_lps_mm": list(self.center_lps),
+                "orientation": "LPS", "slice_axis": "axial (z)"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelGrid:
+        return cls(tuple(int(v) for v in data["size_xyz"]), float(data["spacing_mm"]),
+                   tuple(float(v) for v in data["center_lps_mm"]))
+
+    def matches(self, other: ModelGrid, tolerance_mm: float = 1e-3) -> bool:
+        """Same voxel count, spacing and position (up to float noise from reading files)."""
+        return (tuple(self.size) == tuple(other.size) and abs(self.spacing - other.spacing) < tolerance_mm
+                and np.allclose(self.center_lps, other.center_lps, atol=tolerance_mm))
+
+
+@dataclass
+class Template:
+    head: sitk.Image               # whole head, 0..1, on the model grid
+    brain_probability: sitk.Image  # 0..1, on the model grid
+    grid: ModelGrid
+    name: str = SHIPPED_TEMPLATE
+
+    @property
+    def brain(self) -> sitk.Image:
+        """Skull-stripped template: the head inside brain probability > 0.5."""
+        return sitk.Mask(self.head, sitk.Cast(self.brain_probability > 0.5, sitk.sitkUInt8))
+
+    def on_grid(self, grid: ModelGrid) -> Template:
+        """This template resampled (linearly, in MNI space) onto another model grid, for a model
+        trained on that grid; the template itself when the grid is already its own."""
+        if grid.matches(self.grid):
+            return self
+        reference = grid.reference()
+        identity = sitk.Transform(3, sitk.sitkIdentity)
+        head, probability = (sitk.Resample(image, reference, identity, sitk.sitkLinear, 0.0)
+                             for image in (self.head, self.brain_probability))
+        return Template(head, probability, grid, self.name)
+
+
+def load_template(folder: Path = TEMPLATES, grid: ModelGrid | None = None) -> Template:
+    head_path, probability_path = folder / HEAD_FILE, folder / BRAIN_PROBABILITY_FILE
+    if not head_path.exists():
+        raise FileNotFoundError(f"template {head_path} is missing; rebuild it with `uadc template` "
+                                "or reinstall the extension.")
+    head = sitk.Cast(sitk.ReadImage(str(head_path)), sitk.sitkFloat32) / 255.0
+    probability = sitk.Cast(sitk.ReadImage(str(probability_path)), sitk.sitkFloat32) / 255.0
+    grid = grid or ModelGrid(tuple(head.GetSize()), float(head.GetSpacing()[0]),
+                             tuple(_center(head)))
+    return Template(head, probability, grid)
+
+
+def template_for_model(name: str, grid: ModelGrid, card_path=None) -> Template:
+    """The template a model card names, on the card's model grid; ModelError for a template
+    this version does not ship (running on another template would silently misplace the brain)."""
+    from ..errors import ModelError
+
+    if name != SHIPPED_TEMPLATE:
+        raise ModelError(card_path, f"field 'template' names {name!r}, but this version ships only "
+                         f"{SHIPPED_TEMPLATE!r}.", "Use a model made for this template, or update UADContrastive.")
+    return load_template().on_grid(grid)
+
+
+def _center(image: sitk.Image) -> np.ndarray:
+    return np.asarray(image.GetOrigin()) + (np.asarray(image.GetSize()) - 1) / 2.0 * np.asarray(image.GetSpacing())
+
+
+def nilearn_mni_path(kind: str = "t1") -> Path:
+    """The MNI152 2009a files inside the nilearn wheel (kind: t1, gm, wm)."""
+    import nilearn
+
+    return (Path(nilearn.__file__).parent / "datasets" / "data"
+            / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz")
