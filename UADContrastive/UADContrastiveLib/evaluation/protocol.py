@@ -11,7 +11,8 @@ sets are:
 `--part tuning` scores tuning_real_shapes and tuning_healthy instead. Every model named runs
 on every set through the same detection path and thresholds rule; the table (mean over cases,
 seconds per volume on this machine) goes to OUT/table.md and OUT/table.json, each model/set's
-full report to OUT/<model>/<set>/.
+full report to OUT/<model>/<set>/. The lesioned heads are made once (registration of every
+donor and recipient takes minutes) and kept in the user cache (`evaluation-sets`).
 """
 from __future__ import annotations
 
@@ -98,12 +99,14 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
     """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> rows`."""
     from ..detection.detector import Detector
 
+    from ..resources import user_cache_dir
+
     out_dir = Path(out_dir)
-    paths = build_sets(data, out_dir / "sets", log=log)
+    paths = build_sets(data, user_cache_dir() / "evaluation-sets", log=log)
     results: dict = {}
     for model in models:
         detector = Detector(model, device)
-        name = detector.card.name
+        name = f"{detector.card.name} {detector.card.version}"
         results[name] = {}
         for set_name in PARTS[part]:
             cases = read_cases_csv(paths[set_name])
