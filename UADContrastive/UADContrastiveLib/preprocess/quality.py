@@ -33,12 +33,28 @@ def check_spacing(image: sitk.Image, source=None) -> list[str]:
 
 
 def _template_regions(template):
+    """Template brain, brain mask and its white-matter, grey-matter and CSF regions (by the
+    T1 template's own intensities: CSF darkest, then grey, white brightest)."""
     brain = sitk.GetArrayFromImage(template.brain)
     inside = sitk.GetArrayFromImage(template.brain_probability) > 0.5
     values = brain[inside]
     white = inside & (brain > np.percentile(values, 70))
     grey = inside & (brain > np.percentile(values, 15)) & (brain < np.percentile(values, 35))
-    return brain, inside, white, grey
+    csf = inside & (brain < np.percentile(values, 4))
+    return brain, inside, white, grey, csf
+
+
+def contrast_ratios(volume: np.ndarray, subject_brain: np.ndarray, template) -> dict:
+    """Median white-matter and CSF intensity over median grey-matter intensity of a registered
+    model-grid volume, in the template's tissue regions: the input's apparent contrast."""
+    _, _, white, grey, csf = _template_regions(template)
+    grey_values = volume[grey & subject_brain]
+    ratios = {}
+    for name, region in (("wm_gm_ratio", white), ("csf_gm_ratio", csf)):
+        values = volume[region & subject_brain]
+        ratios[name] = (float(np.median(values) / max(np.median(grey_values), 1e-3))
+                        if values.size and grey_values.size else float("nan"))
+    return ratios
 
 
 def assess_registration(pre, template, modality: str = "T1", source=None) -> dict:
@@ -47,7 +63,7 @@ def assess_registration(pre, template, modality: str = "T1", source=None) -> dic
     Raises InputError when the registered input does not resemble a brain at all;
     returns {"template_correlation", "brain_coverage", "wm_gm_ratio", "warnings"}.
     """
-    brain, inside, white, grey = _template_regions(template)
+    brain, inside, _, _, _ = _template_regions(template)
     volume = sitk.GetArrayFromImage(pre.model_input)
     subject = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
     both = inside & subject
@@ -60,10 +76,15 @@ def assess_registration(pre, template, modality: str = "T1", source=None) -> dic
     warnings = []
     if coverage < MIN_BRAIN_COVERAGE:
         warnings.append(f"the scan covers only {coverage:.0%} of the template brain: regions outside it are not analysed")
-    white_values, grey_values = volume[white & subject], volume[grey & subject]
-    ratio = float(np.median(white_values) / max(np.median(grey_values), 1e-3)) if white_values.size and grey_values.size else float("nan")
-    if modality.upper() == "T1" and not ratio >= MIN_T1_WM_GM_RATIO:
-        warnings.append(f"the input does not look T1-weighted (white/grey matter ratio {ratio:.2f}, T1 is about 1.3-1.8) "
-                        "but the model was trained on T1: expect false positives")
+    ratios = contrast_ratios(volume, subject, template)
+    warnings += modality_warnings(modality, ratios)
     return {"template_correlation": round(correlation, 3), "brain_coverage": round(coverage, 3),
-            "wm_gm_ratio": round(ratio, 3), "warnings": warnings}
+            **{k: round(v, 3) for k, v in ratios.items()}, "warnings": warnings}
+
+
+def modality_warnings(modality: str, ratios: dict) -> list[str]:
+    """A warning when the input's apparent contrast is not the model's modality (placeholder)."""
+    if modality.upper() == "T1" and not ratios["wm_gm_ratio"] >= MIN_T1_WM_GM_RATIO:
+        return [f"the input does not look T1-weighted (white/grey matter ratio {ratios['wm_gm_ratio']:.2f}, "
+                "T1 is about 1.3-1.8) but the model was trained on T1: expect false positives"]
+    return []
