@@ -27,7 +27,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def measure(image_path: Path, mask_path: Path, template) -> dict:
     from UADContrastiveLib.io import read_mask, read_volume
     from UADContrastiveLib.preprocess.pipeline import preprocess, resample
-    from UADContrastiveLib.preprocess.quality import _template_regions, contrast_ratios
+    from UADContrastiveLib.preprocess.quality import _template_regions, contrast_ratios, correlation_ratio
 
     image = read_volume(image_path)
     reference = sitk.GetArrayFromImage(read_mask(mask_path, image)) > 0
@@ -45,6 +45,7 @@ def measure(image_path: Path, mask_path: Path, template) -> dict:
     return {"detect_dice": round(dice(detect_mask, reference), 3),
             "template_dice": round(dice(template_mask, reference), 3),
             "brain_source": pre.brain_source.split(" (")[0], "correlation": round(correlation, 3),
+            "correlation_ratio": round(correlation_ratio(volume[both], brain[both]), 3),
             **{k: round(v, 3) for k, v in contrast_ratios(volume, subject, template).items()},
             "seconds": round(seconds, 1)}
 
@@ -70,20 +71,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     parser.add_argument("--limit", type=int, default=10, help="cases per data set")
+    parser.add_argument("--sets", default="", help="comma-separated sets to run (default: all)")
     args = parser.parse_args(argv)
     template = load_template()
     rows: dict[str, list[dict]] = {}
     for group, case, image, mask in cases(args.data, args.limit):
+        if args.sets and group not in args.sets.split(","):
+            continue
         row = {"case": case, **measure(image, mask, template)}
         rows.setdefault(group, []).append(row)
         print(json.dumps({"set": group, **row}), flush=True)
-    print("\nset            n  detect_dice     template_dice   correlation  wm/gm  csf/gm")
+    print("\nset            n  detect_dice     template_dice   correlation  eta    wm/gm  csf/gm")
     for group, items in rows.items():
         def stat(key, items=items):
             values = np.array([r[key] for r in items], float)
             return f"{np.mean(values):.3f} ({values.min():.2f}-{values.max():.2f})"
         print(f"{group:13s} {len(items):2d}  {stat('detect_dice'):15s} {stat('template_dice'):15s} "
               f"{np.mean([r['correlation'] for r in items]):+.3f}       "
+              f"{np.mean([r['correlation_ratio'] for r in items]):.3f}  "
               f"{np.mean([r['wm_gm_ratio'] for r in items]):.2f}   {np.mean([r['csf_gm_ratio'] for r in items]):.2f}")
     return 0
 

@@ -57,6 +57,20 @@ def contrast_ratios(volume: np.ndarray, subject_brain: np.ndarray, template) -> 
     return ratios
 
 
+def correlation_ratio(values: np.ndarray, reference: np.ndarray, bins: int = 16) -> float:
+    """How much of the variance of `values` the reference's intensity explains (eta, 0..1):
+    like mutual information it asks only that equal template tissue look alike, not that it be
+    bright or dark as in T1, so it measures a registered brain in any contrast."""
+    if values.size < 100 or values.var() == 0:
+        return 0.0
+    edges = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
+    groups = np.digitize(reference, edges)
+    counts = np.bincount(groups, minlength=bins)
+    means = np.bincount(groups, weights=values, minlength=bins) / np.maximum(counts, 1)
+    explained = float(np.sum(counts * (means - values.mean()) ** 2) / values.size)
+    return float(np.sqrt(explained / values.var()))
+
+
 def assess_registration(pre, template, modality: str = "T1", source=None) -> dict:
     """Correlation with the template, brain coverage and a T1 contrast check.
 
