@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                    help="healthy scans: a folder (searched recursively, DICOM series folders included), "
                         "a CSV with columns image[,brain_mask][,subject], or the IXI folder")
     p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--name", default=None,
+                   help="model name in the card and the model list (default: the recipe's name with --config, "
+                        "else the --out folder's name)")
     p.add_argument("--modality", default=None, type=_modality,
                    help=f"contrast of the scans ({', '.join(MODALITIES)}); recorded in the card, detect warns "
                         "when an input does not look like it (default: the recipe's, else T1)")
@@ -57,10 +60,13 @@ def run(args) -> int:
 
     try:
         config = load_config(args.config)
+        recipe_name = (yaml.safe_load(Path(args.config).read_text()) or {}).get("name") if args.config else None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as error:
         raise InputError(args.config, f"is not a readable YAML recipe ({error}).") from None
     if args.modality:
         config["modality"] = args.modality
+    # the shipped defaults carry the shipped model's name; a new model must not take it
+    config["name"] = args.name or recipe_name or Path(args.out).name
     engine = args.engine or config.get("engine") or DEFAULT_TRAINING_ENGINE
     if engine not in ENGINES:
         raise InputError(None, f"--engine {engine!r} is not an engine (known: {', '.join(sorted(ENGINES))}).")

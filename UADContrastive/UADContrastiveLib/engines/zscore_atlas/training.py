@@ -68,7 +68,7 @@ def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage
     """The engine's trainer (see engines.registry): the atlas of the cohort's training scans."""
     cohort = prepare_cohort(config, data_root)
     record = {**cohort.record, "split": cohort.record.get("subjects")}
-    build_atlas(cohort.train_ids, Path(out_dir), cohort.cache_dir, cohort=record)
+    build_atlas(cohort.train_ids, Path(out_dir), cohort.cache_dir, name=config.get("name"), cohort=record)
     return {"engine": "zscore_atlas", "train_subjects": len(cohort.train_ids),
             "validation_subjects": len(cohort.val_ids), "model_dir": str(out_dir),
             "cache_dir": str(cohort.cache_dir) if cohort.cache_dir else None}
