@@ -15,6 +15,16 @@ from ..errors import InputError
 
 MIN_TEMPLATE_CORRELATION = 0.07
 MIN_T1_WM_GM_RATIO = 1.15
+T1_FAMILY = ("T1", "T1C")
+# White/grey matter intensity ratio per modality (model-grid, template tissue regions), from
+# Testing/benchmarks/bench_brain_mask_contrasts.py on the shared data: see docs/contrasts.md.
+WM_GM_RANGES = {
+    "T1": (MIN_T1_WM_GM_RATIO, np.inf),
+    "T1C": (1.0, np.inf),
+    "FLAIR": (0.93, 1.15),
+    "T2": (0.0, 0.95),
+    "PD": (0.0, 1.0),
+}
 MIN_BRAIN_COVERAGE = 0.6
 MAX_SLICE_SPACING_MM = 6.0
 WARN_ANISOTROPY = 4.0
@@ -72,10 +82,13 @@ def correlation_ratio(values: np.ndarray, reference: np.ndarray, bins: int = 16)
 
 
 def assess_registration(pre, template, modality: str = "T1", source=None) -> dict:
-    """Correlation with the template, brain coverage and a T1 contrast check.
+    """Resemblance to the template, brain coverage and the input's apparent contrast.
 
-    Raises InputError when the registered input does not resemble a brain at all;
-    returns {"template_correlation", "brain_coverage", "wm_gm_ratio", "warnings"}.
+    Raises InputError when the registered input does not resemble a brain at all: for T1
+    models by its correlation with the (T1) template brain, for other contrasts by the
+    correlation ratio (any monotone or inverted tissue contrast passes). Returns
+    {"template_correlation", "correlation_ratio", "brain_coverage", "wm_gm_ratio",
+    "csf_gm_ratio", "warnings"}; a contrast unlike `modality` is a warning.
     """
     brain, inside, _, _, _ = _template_regions(template)
     volume = sitk.GetArrayFromImage(pre.model_input)
@@ -83,22 +96,42 @@ def assess_registration(pre, template, modality: str = "T1", source=None) -> dic
     both = inside & subject
     coverage = float(both.sum() / max(inside.sum(), 1))
     correlation = float(np.corrcoef(volume[both], brain[both])[0, 1]) if both.sum() > 100 else 0.0
-    if not np.isfinite(correlation) or correlation < MIN_TEMPLATE_CORRELATION:
+    correlation = correlation if np.isfinite(correlation) else 0.0
+    eta = correlation_ratio(volume[both], brain[both])
+    t1_like = modality.upper() in T1_FAMILY
+    resemblance, measure = (correlation, "correlation") if t1_like else (eta, "correlation ratio")
+    if resemblance < MIN_TEMPLATE_CORRELATION:
         raise InputError(source, f"does not look like a brain after registration to the template "
-                         f"(correlation {correlation:.2f}, expected >= {MIN_TEMPLATE_CORRELATION}).",
+                         f"({measure} {resemblance:.2f}, expected >= {MIN_TEMPLATE_CORRELATION}).",
                          "Check that this is a brain MRI; if it is, give a brain mask with --brain-mask.")
     warnings = []
     if coverage < MIN_BRAIN_COVERAGE:
         warnings.append(f"the scan covers only {coverage:.0%} of the template brain: regions outside it are not analysed")
     ratios = contrast_ratios(volume, subject, template)
     warnings += modality_warnings(modality, ratios)
-    return {"template_correlation": round(correlation, 3), "brain_coverage": round(coverage, 3),
-            **{k: round(v, 3) for k, v in ratios.items()}, "warnings": warnings}
+    return {"template_correlation": round(correlation, 3), "correlation_ratio": round(eta, 3),
+            "brain_coverage": round(coverage, 3), **{k: round(v, 3) for k, v in ratios.items()},
+            "warnings": warnings}
+
+
+def apparent_contrasts(wm_gm_ratio: float) -> list[str]:
+    """The modalities whose measured white/grey matter ratio range holds `wm_gm_ratio`."""
+    return [name for name, (low, high) in WM_GM_RANGES.items() if low <= wm_gm_ratio < high]
 
 
 def modality_warnings(modality: str, ratios: dict) -> list[str]:
-    """A warning when the input's apparent contrast is not the model's modality (placeholder)."""
-    if modality.upper() == "T1" and not ratios["wm_gm_ratio"] >= MIN_T1_WM_GM_RATIO:
-        return [f"the input does not look T1-weighted (white/grey matter ratio {ratios['wm_gm_ratio']:.2f}, "
-                "T1 is about 1.3-1.8) but the model was trained on T1: expect false positives"]
-    return []
+    """A warning when the input's white/grey matter ratio is outside the range measured for the
+    model's modality (WM_GM_RANGES); modalities without a measured range are not checked."""
+    expected = WM_GM_RANGES.get(modality.upper())
+    ratio = ratios["wm_gm_ratio"]
+    if expected is None or expected[0] <= ratio < expected[1]:
+        return []
+    looks = apparent_contrasts(ratio) if np.isfinite(ratio) else []
+    looks_like = f"; it looks more like {' or '.join(looks)}" if looks else ""
+    return [f"the input does not look {modality}-weighted (white/grey matter ratio {ratio:.2f}, {modality} is "
+            f"{_describe_range(expected)}{looks_like}) but the model was trained on {modality}: expect false positives"]
+
+
+def _describe_range(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    return f"at least {low:g}" if not np.isfinite(high) else (f"below {high:g}" if low <= 0 else f"{low:g}-{high:g}")

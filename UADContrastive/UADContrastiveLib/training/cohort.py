@@ -145,7 +145,9 @@ def read_scan_csv(path: Path) -> list[Subject]:
         image = resolve(row.get("image"))
         if image is None:
             raise InputError(path, f"line {line} has an empty 'image' entry.")
-        scan_id = _scan_id(image.relative_to(path.parent) if image.is_relative_to(path.parent) else Path(image.name))
+        # below the CSV's folder: the relative path; elsewhere: its folder's name and its own
+        scan_id = _scan_id(image.relative_to(path.parent) if image.is_relative_to(path.parent)
+                           else Path(image.parent.name, image.name))
         if scan_id in seen:  # the same file name in two folders: keep both, apart
             scan_id = f"{scan_id}-{hashlib.sha256(str(image).encode()).hexdigest()[:6]}"
         seen.add(scan_id)
