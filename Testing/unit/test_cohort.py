@@ -163,3 +163,10 @@ def test_uadc_train_on_an_empty_folder_is_exit_2_without_traceback(tmp_path, cap
 def test_cache_command_reports_usage_errors(tmp_path, capsys):
     assert cohort_module.main(["--data", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_template_rebuild_from_a_folder_without_ixi_subjects_is_refused(tmp_path, capsys):
+    """It used to average zero subjects and overwrite the template with an empty one (exit 0)."""
+    (tmp_path / "empty").mkdir()
+    assert main(["template", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "template")]) == 2
+    assert not (tmp_path / "template").exists() and "Traceback" not in capsys.readouterr().err

@@ -21,7 +21,7 @@ T1_FAMILY = ("T1", "T1C")
 WM_GM_RANGES = {
     "T1": (MIN_T1_WM_GM_RATIO, np.inf),
     "T1C": (1.0, np.inf),
-    "FLAIR": (0.93, 1.15),
+    "FLAIR": (0.9, 1.15),
     "T2": (0.0, 0.95),
     "PD": (0.0, 1.0),
 }
