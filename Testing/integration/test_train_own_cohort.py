@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -69,6 +71,10 @@ def test_model_verifies_installs_lists_and_detects(trained, capsys):
     capsys.readouterr()
     assert main(["models", "list"]) == 0
     assert "my-model" in capsys.readouterr().out
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "UADContrastive"))
+    from UADContrastiveSlicerLib.options import model_choices
+
+    assert "my-model (T1)" in [choice.label for choice in model_choices()]  # Slicer's model selector
     out = root / "detections"
     assert main(["detect", str(scans / "scan1.nii.gz"), "--model", "my-model", "--out-dir", str(out),
                  "--device", "cpu"]) == 0
