@@ -170,3 +170,22 @@ def test_template_rebuild_from_a_folder_without_ixi_subjects_is_refused(tmp_path
     (tmp_path / "empty").mkdir()
     assert main(["template", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "template")]) == 2
     assert not (tmp_path / "template").exists() and "Traceback" not in capsys.readouterr().err
+
+
+def test_calibration_uses_the_cards_held_out_scans_of_the_training_cohort(tmp_path):
+    from types import SimpleNamespace
+
+    from UADContrastiveLib.training.calibration import cohort_parts
+
+    root = tmp_path / "healthy"
+    for name in ("a", "b", "c", "d"):
+        write_image(root / f"{name}.nii.gz")
+    card = SimpleNamespace(training={"subjects": {"train": ["a", "b", "c"], "validation": ["d"]}})
+    training, held_out, rule = cohort_parts(card, root)
+    assert [s.id for s in training] == ["a", "b", "c"] and [s.id for s in held_out] == ["d"] and "card" in rule
+    other = tmp_path / "other"  # scans the model never saw: all of them calibrate
+    write_image(other / "x.nii.gz")
+    training, held_out, _ = cohort_parts(card, other)
+    assert training == [] and [s.id for s in held_out] == ["x"]
+    atlas_card = SimpleNamespace(training={"subjects": ["a", "b"], "split": {"train": ["a", "b"], "validation": ["c"]}})
+    assert [s.id for s in cohort_parts(atlas_card, root)[1]] == ["c"]
