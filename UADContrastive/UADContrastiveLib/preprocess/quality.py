@@ -1,10 +1,13 @@
 """Plausibility checks of an input and its registration: refuse what cannot be a brain,
 warn about what the model was not trained for.
 
-Measured on the shared data (normalised cross-correlation with the template brain,
-over voxels inside both brains): IXI T1 0.88, BraTS T1c 0.36, WML T1 0.31, ISLES DWI 0.29,
-WML T2 0.05, uniform noise 0.04; the lowest real T1 seen, a WML10 scan covering part of the brain, 0.10. White/grey-matter intensity ratio: IXI T1 1.8,
-WML T1 1.27, BraTS T1c 1.08, FLAIR ~1.0, T2 0.8.
+Measured on the shared data (docs/contrasts.md; Testing/benchmarks/bench_brain_mask_contrasts.py):
+correlation with the T1 template brain, over voxels inside both brains: IXI T1 0.88, BraTS T1c
+0.24-0.42, WML T1 0.19-0.42, WML T2 -0.23-0.04, WML FLAIR -0.01-0.27, WML PD 0.00-0.15, uniform
+noise 0.04. So T1 models refuse by that correlation, and models of other contrasts by the
+correlation ratio (0.11-0.44 on every real scan of any contrast). White/grey-matter intensity
+ratio: IXI T1 1.8, WML T1 1.19-1.31, BraTS T1c 1.07-1.51, FLAIR 0.92-1.11, PD 0.89-0.95,
+T2 0.73-0.92 (WM_GM_RANGES).
 """
 from __future__ import annotations
 

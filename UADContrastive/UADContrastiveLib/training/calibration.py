@@ -119,7 +119,10 @@ def calibrate_healthy(detector, scans: list[Subject], min_size: float, progress,
         thresholds.values[preset.key] = float(found[preset.false_positive_rate])
     thresholds.default = DEFAULT_PRESET
     thresholds.min_size_mm3 = min_size
-    thresholds.notes.update({"healthy_scans": [Path(s.image).name for s, *_ in results], "scans_from": rule,
+    names = [Path(s.image).name for s, *_ in results]
+    if len(set(names)) < len(names):  # e.g. every subject's folder holds a flair.nii.gz
+        names = [s.id for s, *_ in results]
+    thresholds.notes.update({"healthy_scans": names, "scans_from": rule,
                              "rule": "fraction of healthy brain voxels flagged after filtering and "
                                      f"minimum component size ({min_size:g} mm^3)",
                              "calibrated_s": round(time.perf_counter() - start, 1)})
