@@ -119,7 +119,8 @@ def assess_registration(pre, template, modality: str = "T1", source=None) -> dic
 
 def apparent_contrasts(wm_gm_ratio: float) -> list[str]:
     """The modalities whose measured white/grey matter ratio range holds `wm_gm_ratio`."""
-    return [name for name, (low, high) in WM_GM_RANGES.items() if low <= wm_gm_ratio < high]
+    shown = {"T1C": "T1c"}
+    return [shown.get(name, name) for name, (low, high) in WM_GM_RANGES.items() if low <= wm_gm_ratio < high]
 
 
 def modality_warnings(modality: str, ratios: dict) -> list[str]:
