@@ -1,4 +1,8 @@
-"""The shared data sets: listing subjects and the deterministic train/validation split."""
+"""The shared data sets: listing subjects and the deterministic, subject-level train/validation split.
+
+A `Subject` is one scan; `subject` names the person it belongs to when a person has several
+scans (sessions, sites), so that all of a person's scans fall on the same side of the split.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +11,8 @@ from pathlib import Path
 
 VALIDATION_PERCENT = 25
 SPLIT_RULE = (f"subject in validation when int(sha256(subject_id).hexdigest(), 16) % 100 < {VALIDATION_PERCENT}, "
-              "else training")
+              "else training; a cohort this leaves without a validation (or training) subject moves the "
+              "subject with the smallest (largest) value across; every scan of a subject goes with it")
 
 
 @dataclass(frozen=True)
@@ -16,10 +21,19 @@ class Subject:
     image: Path
     brain_mask: Path | None = None
     lesion_mask: Path | None = None
+    subject: str | None = None  # the person, when it differs from the scan id `id`
+
+    @property
+    def person(self) -> str:
+        return self.subject or self.id
+
+
+def split_value(subject_id: str) -> int:
+    return int(hashlib.sha256(subject_id.encode()).hexdigest(), 16) % 100
 
 
 def is_validation(subject_id: str) -> bool:
-    return int(hashlib.sha256(subject_id.encode()).hexdigest(), 16) % 100 < VALIDATION_PERCENT
+    return split_value(subject_id) < VALIDATION_PERCENT
 
 
 def ixi_subjects(root: Path) -> list[Subject]:
@@ -34,9 +48,15 @@ def ixi_subjects(root: Path) -> list[Subject]:
 
 
 def split(subjects: list[Subject]) -> tuple[list[Subject], list[Subject]]:
-    """(training, validation) by the deterministic SPLIT_RULE."""
-    training = [s for s in subjects if not is_validation(s.id)]
-    validation = [s for s in subjects if is_validation(s.id)]
+    """(training, validation) by the deterministic SPLIT_RULE, whole persons at a time."""
+    persons = sorted({s.person for s in subjects})
+    held_out = {p for p in persons if is_validation(p)}
+    if len(persons) >= 2 and not held_out:  # small cohorts: never leave validation empty
+        held_out = {min(persons, key=split_value)}
+    elif len(persons) >= 2 and len(held_out) == len(persons):
+        held_out.discard(max(persons, key=split_value))
+    training = [s for s in subjects if s.person not in held_out]
+    validation = [s for s in subjects if s.person in held_out]
     return training, validation
 
 

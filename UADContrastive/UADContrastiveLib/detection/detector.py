@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..io import image_like, nonfinite_warning
-from ..preprocess.pipeline import Preprocessed, preprocess
-from ..preprocess.quality import assess_registration, check_spacing
+from ..io import image_like
+from ..preprocess.checked import preprocess_checked
+from ..preprocess.pipeline import Preprocessed
 from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
 
 
@@ -75,10 +75,7 @@ class Detector:
         timings = {}
         start = time.perf_counter()
         report("preprocess", 0.0, "registration to the template")
-        warnings = nonfinite_warning(image) + check_spacing(image, source)
-        pre = preprocess(image, self.template, brain_mask=brain_mask, source=source)
-        quality = assess_registration(pre, self.template, self.card.modality, source)
-        quality["warnings"] = warnings + quality["warnings"]
+        pre, quality = preprocess_checked(image, self.template, brain_mask, self.card.modality, source)
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -11,7 +11,8 @@ CPU-trained checkpoint: AUPRC 0.16 (raw residual) -> 0.89 (residual z-score).
 The statistics come from TRAINING subjects (the validation subjects stay unseen for
 calibration and evaluation), preprocessed through the detection path (the slice cache),
 are smoothed by a 1-voxel Gaussian, and are stored in the model folder as
-`residual_stats.npz`, listed with its sha256 in the card (`uadc calibrate --residual-stats`).
+`residual_stats.npz`, listed with its sha256 in the card (`uadc calibrate --residual-stats`;
+the fitting on a cohort is training.calibration.fit_residual_stats).
 """
 from __future__ import annotations
 
@@ -69,25 +70,3 @@ def residual_zscore(residual: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) 
     if residual.shape != mean.shape:
         raise ValueError(f"residual {residual.shape} is not on the statistics' grid {mean.shape}")
     return ((np.abs(residual) - mean) / sd).astype(np.float32)
-
-
-def fit_residual_stats(detector, data: Path, count: int, progress) -> None:
-    """Healthy residual statistics of `detector`'s engine on the first `count` IXI TRAINING
-    subjects (through the detection path), stored in the model folder and its card; the
-    model's maps become positive residual z-scores."""
-    from ..datasets import ixi_subjects, split
-    from ..training.slice_cache import build_cache, load_subject
-    from ..zoo import ModelCard, sha256_file
-
-    training, _ = split(ixi_subjects(Path(data)))
-    ids = build_cache(training[:count], template=detector.template,
-                      progress=lambda done, total, _id: progress("residual stats: preprocess", done / total, _id))
-    mean, sd = compute_residual_stats(detector.engine, (load_subject(i) for i in ids),
-                                      progress=lambda f: progress("residual stats: reconstruct", f))
-    path = save_residual_stats(detector.model_dir, mean, sd)
-    card = ModelCard.read(detector.model_dir)
-    card.files[STATS_FILE] = sha256_file(path)
-    card.postprocess.polarity = "positive"
-    card.extra["residual_stats"] = {"subjects": ids, "rule": "first IXI training subjects by id; |engine residual| "
-                                    "mean and sd per model-grid voxel, volumes through the detection path"}
-    card.write()

@@ -1,10 +1,13 @@
 """Plausibility checks of an input and its registration: refuse what cannot be a brain,
 warn about what the model was not trained for.
 
-Measured on the shared data (normalised cross-correlation with the template brain,
-over voxels inside both brains): IXI T1 0.88, BraTS T1c 0.36, WML T1 0.31, ISLES DWI 0.29,
-WML T2 0.05, uniform noise 0.04; the lowest real T1 seen, a WML10 scan covering part of the brain, 0.10. White/grey-matter intensity ratio: IXI T1 1.8,
-WML T1 1.27, BraTS T1c 1.08, FLAIR ~1.0, T2 0.8.
+Measured on the shared data (docs/contrasts.md; Testing/benchmarks/bench_brain_mask_contrasts.py):
+correlation with the T1 template brain, over voxels inside both brains: IXI T1 0.88, BraTS T1c
+0.24-0.42, WML T1 0.19-0.42, WML T2 -0.23-0.04, WML FLAIR -0.01-0.27, WML PD 0.00-0.15, uniform
+noise 0.04. So T1 models refuse by that correlation, and models of other contrasts by the
+correlation ratio (0.11-0.44 on every real scan of any contrast). White/grey-matter intensity
+ratio: IXI T1 1.8, WML T1 1.19-1.31, BraTS T1c 1.07-1.51, FLAIR 0.92-1.11, PD 0.89-0.95,
+T2 0.73-0.92 (WM_GM_RANGES).
 """
 from __future__ import annotations
 
@@ -15,6 +18,16 @@ from ..errors import InputError
 
 MIN_TEMPLATE_CORRELATION = 0.07
 MIN_T1_WM_GM_RATIO = 1.15
+T1_FAMILY = ("T1", "T1C")
+# White/grey matter intensity ratio per modality (model-grid, template tissue regions), from
+# Testing/benchmarks/bench_brain_mask_contrasts.py on the shared data: see docs/contrasts.md.
+WM_GM_RANGES = {
+    "T1": (MIN_T1_WM_GM_RATIO, np.inf),
+    "T1C": (1.0, np.inf),
+    "FLAIR": (0.9, 1.15),
+    "T2": (0.0, 0.95),
+    "PD": (0.0, 1.0),
+}
 MIN_BRAIN_COVERAGE = 0.6
 MAX_SLICE_SPACING_MM = 6.0
 WARN_ANISOTROPY = 4.0
@@ -33,37 +46,96 @@ def check_spacing(image: sitk.Image, source=None) -> list[str]:
 
 
 def _template_regions(template):
+    """Template brain, brain mask and its white-matter, grey-matter and CSF regions (by the
+    T1 template's own intensities: CSF darkest, then grey, white brightest)."""
     brain = sitk.GetArrayFromImage(template.brain)
     inside = sitk.GetArrayFromImage(template.brain_probability) > 0.5
     values = brain[inside]
     white = inside & (brain > np.percentile(values, 70))
     grey = inside & (brain > np.percentile(values, 15)) & (brain < np.percentile(values, 35))
-    return brain, inside, white, grey
+    csf = inside & (brain < np.percentile(values, 4))
+    return brain, inside, white, grey, csf
+
+
+def contrast_ratios(volume: np.ndarray, subject_brain: np.ndarray, template) -> dict:
+    """Median white-matter and CSF intensity over median grey-matter intensity of a registered
+    model-grid volume, in the template's tissue regions: the input's apparent contrast."""
+    _, _, white, grey, csf = _template_regions(template)
+    grey_values = volume[grey & subject_brain]
+    ratios = {}
+    for name, region in (("wm_gm_ratio", white), ("csf_gm_ratio", csf)):
+        values = volume[region & subject_brain]
+        ratios[name] = (float(np.median(values) / max(np.median(grey_values), 1e-3))
+                        if values.size and grey_values.size else float("nan"))
+    return ratios
+
+
+def correlation_ratio(values: np.ndarray, reference: np.ndarray, bins: int = 16) -> float:
+    """How much of the variance of `values` the reference's intensity explains (eta, 0..1):
+    like mutual information it asks only that equal template tissue look alike, not that it be
+    bright or dark as in T1, so it measures a registered brain in any contrast."""
+    if values.size < 100 or values.var() == 0:
+        return 0.0
+    edges = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
+    groups = np.digitize(reference, edges)
+    counts = np.bincount(groups, minlength=bins)
+    means = np.bincount(groups, weights=values, minlength=bins) / np.maximum(counts, 1)
+    explained = float(np.sum(counts * (means - values.mean()) ** 2) / values.size)
+    return float(np.sqrt(explained / values.var()))
 
 
 def assess_registration(pre, template, modality: str = "T1", source=None) -> dict:
-    """Correlation with the template, brain coverage and a T1 contrast check.
+    """Resemblance to the template, brain coverage and the input's apparent contrast.
 
-    Raises InputError when the registered input does not resemble a brain at all;
-    returns {"template_correlation", "brain_coverage", "wm_gm_ratio", "warnings"}.
+    Raises InputError when the registered input does not resemble a brain at all: for T1
+    models by its correlation with the (T1) template brain, for other contrasts by the
+    correlation ratio (any monotone or inverted tissue contrast passes). Returns
+    {"template_correlation", "correlation_ratio", "brain_coverage", "wm_gm_ratio",
+    "csf_gm_ratio", "warnings"}; a contrast unlike `modality` is a warning.
     """
-    brain, inside, white, grey = _template_regions(template)
+    brain, inside, _, _, _ = _template_regions(template)
     volume = sitk.GetArrayFromImage(pre.model_input)
     subject = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
     both = inside & subject
     coverage = float(both.sum() / max(inside.sum(), 1))
     correlation = float(np.corrcoef(volume[both], brain[both])[0, 1]) if both.sum() > 100 else 0.0
-    if not np.isfinite(correlation) or correlation < MIN_TEMPLATE_CORRELATION:
+    correlation = correlation if np.isfinite(correlation) else 0.0
+    eta = correlation_ratio(volume[both], brain[both])
+    t1_like = modality.upper() in T1_FAMILY
+    resemblance, measure = (correlation, "correlation") if t1_like else (eta, "correlation ratio")
+    if resemblance < MIN_TEMPLATE_CORRELATION:
         raise InputError(source, f"does not look like a brain after registration to the template "
-                         f"(correlation {correlation:.2f}, expected >= {MIN_TEMPLATE_CORRELATION}).",
+                         f"({measure} {resemblance:.2f}, expected >= {MIN_TEMPLATE_CORRELATION}).",
                          "Check that this is a brain MRI; if it is, give a brain mask with --brain-mask.")
     warnings = []
     if coverage < MIN_BRAIN_COVERAGE:
         warnings.append(f"the scan covers only {coverage:.0%} of the template brain: regions outside it are not analysed")
-    white_values, grey_values = volume[white & subject], volume[grey & subject]
-    ratio = float(np.median(white_values) / max(np.median(grey_values), 1e-3)) if white_values.size and grey_values.size else float("nan")
-    if modality.upper() == "T1" and not ratio >= MIN_T1_WM_GM_RATIO:
-        warnings.append(f"the input does not look T1-weighted (white/grey matter ratio {ratio:.2f}, T1 is about 1.3-1.8) "
-                        "but the model was trained on T1: expect false positives")
-    return {"template_correlation": round(correlation, 3), "brain_coverage": round(coverage, 3),
-            "wm_gm_ratio": round(ratio, 3), "warnings": warnings}
+    ratios = contrast_ratios(volume, subject, template)
+    warnings += modality_warnings(modality, ratios)
+    return {"template_correlation": round(correlation, 3), "correlation_ratio": round(eta, 3),
+            "brain_coverage": round(coverage, 3), **{k: round(v, 3) for k, v in ratios.items()},
+            "warnings": warnings}
+
+
+def apparent_contrasts(wm_gm_ratio: float) -> list[str]:
+    """The modalities whose measured white/grey matter ratio range holds `wm_gm_ratio`."""
+    shown = {"T1C": "T1c"}
+    return [shown.get(name, name) for name, (low, high) in WM_GM_RANGES.items() if low <= wm_gm_ratio < high]
+
+
+def modality_warnings(modality: str, ratios: dict) -> list[str]:
+    """A warning when the input's white/grey matter ratio is outside the range measured for the
+    model's modality (WM_GM_RANGES); modalities without a measured range are not checked."""
+    expected = WM_GM_RANGES.get(modality.upper())
+    ratio = ratios["wm_gm_ratio"]
+    if expected is None or expected[0] <= ratio < expected[1]:
+        return []
+    looks = apparent_contrasts(ratio) if np.isfinite(ratio) else []
+    looks_like = f"; it looks more like {' or '.join(looks)}" if looks else ""
+    return [f"the input does not look {modality}-weighted (white/grey matter ratio {ratio:.2f}, {modality} is "
+            f"{_describe_range(expected)}{looks_like}) but the model was trained on {modality}: expect false positives"]
+
+
+def _describe_range(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    return f"at least {low:g}" if not np.isfinite(high) else (f"below {high:g}" if low <= 0 else f"{low:g}-{high:g}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError
 from ..resources import TEMPLATES
 from .templates import (
     BRAIN_PROBABILITY_FILE,
@@ -76,6 +77,10 @@ def run_template(args) -> int:
 
     training, _ = split(ixi_subjects(Path(args.data)))
     pairs = [(s.image, s.brain_mask) for s in training[: args.count] if s.brain_mask is not None]
+    if not pairs:  # an empty average would overwrite the shipped template with zeros
+        raise InputError(args.data, "holds no IXI training subjects with parcellations "
+                         "(images/*_T1.nii.gz and brain_parcellation/*_T1_DLMUSE.nii.gz).",
+                         "Point --data to ../shared/data/ixi_t1.")
     progress = Progress()
     build_template(pairs, Path(args.out) if args.out else TEMPLATES,
                    progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))

@@ -1,7 +1,9 @@
 """What every engine's training shares:
 
   config        the training configuration (defaults + recipe file + overrides)
+  cohort        the scans a user trains on (folder, CSV or IXI layout), cached and split by subject
   slice_cache   training volumes preprocessed once through the detection path; slice datasets
+  calibration   residual statistics and healthy thresholds fitted on the cohort through detection
   corruptions   synthetic anomalies: anomaly-imitating views and synthetic lesions
   augment       intensity augmentation of slices
   loop          budgets, progress, checkpoints, random state, batches

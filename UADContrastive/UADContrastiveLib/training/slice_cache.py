@@ -1,27 +1,29 @@
-"""Preprocessed IXI volumes cached on the model grid, and a 2D axial-slice Dataset.
+"""Training scans preprocessed once through the detection path, cached on the model grid,
+and a 2D axial-slice Dataset.
 
-Every subject is preprocessed ONCE (registration takes ~5 s) through exactly the path
-`uadc detect` takes (template registration, template brain mask carried back), so that
-training, residual statistics and detection see the same data; stored as `<id>.npz` holding `volume` (float32, (Z, Y, X) =
-(80, 96, 96), normalised, 0 outside the brain) and `brain` (bool, same shape). The
-cache lives outside the repository (default `~/.cache/uadcontrastive/slices`,
-overridden by the `cache_dir` argument or the UADC_SLICE_CACHE environment variable).
-
-Command line (run in the background before training):
-    python -m UADContrastiveLib.training.slice_cache --data ../shared/data/ixi_t1 [--cache DIR]
+Every scan is preprocessed ONCE (registration takes ~5-10 s) through exactly the path
+`uadc detect` takes (preprocess.checked: the same refusals, the user's brain mask when given,
+else the template brain mask), so that training, residual statistics and detection see the
+same data. A scan detection would refuse is refused here too (reported, not cached). Each
+is stored as `<scan id>.npz` holding `volume` (float32, (Z, Y, X) = (80, 96, 96), normalised,
+0 outside the brain), `brain` (bool, same shape) and `source`, the fingerprint of the files
+and template it was made from: an entry whose fingerprint differs is rebuilt, so cohorts never
+read each other's volumes. The cache root is `~/.cache/uadcontrastive/slices-detection-path`
+(UADC_SLICE_CACHE or the config's `cache_dir` override it); training.cohort gives each cohort
+its own folder in it. Build one ahead of training with
+    python -m UADContrastiveLib.training.cohort --data PATH [--modality T1]
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..datasets import Subject, ixi_subjects, split
+from ..datasets import Subject
+from ..errors import InputError
 from ..resources import user_cache_dir
 
 MIN_SLICE_FRACTION = 0.15  # a slice is used when its brain area >= this share of the largest slice
@@ -37,43 +39,88 @@ def cache_path(subject_id: str, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{subject_id}.npz"
 
 
-def preprocess_subject(subject: Subject, template) -> tuple[np.ndarray, np.ndarray]:
-    """(volume float32 (Z,Y,X), brain bool) of one subject on the model grid."""
+def _file_fingerprint(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"{path.resolve()}:missing"
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def scan_fingerprint(subject: Subject, template_name: str) -> str:
+    """What a cached volume was made from: image and mask files (path, size, time) and template."""
+    return f"{template_name}|{_file_fingerprint(subject.image)}|{_file_fingerprint(subject.brain_mask)}"
+
+
+def is_cached(subject: Subject, cache_dir: Path, template_name: str) -> bool:
+    path = cache_path(subject.id, cache_dir)
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as data:
+            return "source" in data.files and str(data["source"]) == scan_fingerprint(subject, template_name)
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def preprocess_subject(subject: Subject, template, modality: str = "T1") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(volume float32 (Z,Y,X), brain bool, warnings) of one scan on the model grid; InputError
+    for a scan the detection path refuses."""
     import SimpleITK as sitk
 
-    from ..io import read_volume
-    from ..preprocess.pipeline import preprocess
+    from ..io import read_mask, read_volume
+    from ..preprocess.checked import preprocess_checked
 
     image = read_volume(subject.image)
-    result = preprocess(image, template, source=subject.image)
+    mask = read_mask(subject.brain_mask, image) if subject.brain_mask else None
+    result, quality = preprocess_checked(image, template, mask, modality, source=subject.image)
     volume = sitk.GetArrayFromImage(result.model_input).astype(np.float32)
     brain = sitk.GetArrayFromImage(result.brain_mask_model) > 0
-    return volume, brain
+    return volume, brain, quality["warnings"]
+
+
+@dataclass
+class CacheReport:
+    """What build_cache did: scan ids now cached, and per scan id the refusal or the warnings."""
+
+    ready: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def build_cache(subjects: Sequence[Subject], cache_dir: Path | None = None, template=None,
-                progress: Callable[[int, int, str], None] | None = None) -> list[str]:
-    """Preprocess every subject not yet cached; returns the ids now in the cache.
-
-    Writes are atomic (temporary file + rename), so an interrupted run resumes safely.
-    """
+                progress: Callable[[int, int, str], None] | None = None, modality: str = "T1") -> CacheReport:
+    """Preprocess every scan not yet cached (or cached from other files); a scan the detection
+    path refuses is reported in `refused` and skipped. Writes are atomic (temporary file +
+    rename), so an interrupted run resumes safely."""
     cache_dir = Path(cache_dir or default_cache_dir())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    done = []
+    if template is None:
+        from ..preprocess.templates import load_template
+        template = load_template()
+    report = CacheReport()
     for index, subject in enumerate(subjects):
         path = cache_path(subject.id, cache_dir)
-        if not path.exists():
-            if template is None:
-                from ..preprocess.templates import load_template
-                template = load_template()
-            volume, brain = preprocess_subject(subject, template)
-            tmp = path.with_name(f".{path.stem}.part.npz")
-            np.savez_compressed(tmp, volume=volume, brain=brain)
-            os.replace(tmp, path)
-        done.append(subject.id)
+        if not is_cached(subject, cache_dir, template.name):
+            try:
+                volume, brain, warnings = preprocess_subject(subject, template, modality)
+            except InputError as error:
+                report.refused[subject.id] = str(error)
+            else:
+                tmp = path.with_name(f".{path.stem}.part.npz")
+                np.savez_compressed(tmp, volume=volume, brain=brain,
+                                    source=np.array(scan_fingerprint(subject, template.name)))
+                os.replace(tmp, path)
+                if warnings:
+                    report.warnings[subject.id] = warnings
+        if subject.id not in report.refused:
+            report.ready.append(subject.id)
         if progress:
             progress(index + 1, len(subjects), subject.id)
-    return done
+    return report
 
 
 def load_subject(subject_id: str, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -124,22 +171,6 @@ class SliceDataset:
         return image, brain
 
 
-def subject_ids(config: dict, data_root: Path | None, dist_=None) -> tuple[list[str], list[str]]:
-    """(training ids, validation ids): config['subjects'] if given, else split of data_root
-    (building the slice cache for missing subjects on rank 0 of a distributed run `dist_`)."""
-    if config.get("subjects"):
-        return list(config["subjects"]["train"]), list(config["subjects"]["validation"])
-    subjects = ixi_subjects(Path(data_root))
-    if not subjects:
-        raise FileNotFoundError(f"no IXI subjects (images/*_T1.nii.gz) under {data_root}")
-    training, validation = split(subjects)
-    if dist_ is None or dist_.main:
-        build_cache(training + validation, config.get("cache_dir"))
-    if dist_ is not None:
-        dist_.barrier()
-    return [s.id for s in training], [s.id for s in validation]
-
-
 def validation_slices(ids: list[str], cache_dir, count: int, min_fraction: float):
     """A fixed, evenly spread subset of `count` validation slices: (images, brains) (N,1,H,W) tensors."""
     import torch
@@ -150,26 +181,3 @@ def validation_slices(ids: list[str], cache_dir, count: int, min_fraction: float
     pick = np.linspace(0, len(data) - 1, min(count, len(data))).round().astype(int)
     return (torch.from_numpy(data.images[pick][:, None].copy()),
             torch.from_numpy(data.brains[pick][:, None].astype(np.float32)))
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="ixi_t1 folder")
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--part", default="0/1", help="K/N: build only every N-th subject from K (parallel builds)")
-    args = parser.parse_args(argv)
-    subjects = ixi_subjects(args.data)
-    training, validation = split(subjects)
-    part, parts = (int(v) for v in args.part.split("/"))
-    ordered = (training + validation)[part::parts]
-    start = time.perf_counter()
-
-    def report(done, total, subject_id):
-        print(f"{done}/{total} {subject_id} {time.perf_counter() - start:.0f}s", flush=True)
-
-    build_cache(ordered, args.cache, progress=report)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,8 @@ from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
 
 
 def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: list[str], val_ids: list[str],
-                       device: torch.device, wall_seconds: float, extra: dict | None = None) -> Path:
+                       device: torch.device, wall_seconds: float, extra: dict | None = None,
+                       cohort: dict | None = None) -> Path:
     """State-dict-only weight files + model.json with their sha256 (written last, atomically)."""
     from ...preprocess.pipeline import INTENSITY_CLIP, INTENSITY_PERCENTILES
     from ...preprocess.templates import SHIPPED_TEMPLATE, ModelGrid, load_template
@@ -39,12 +40,14 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         grid = load_template().grid
     except FileNotFoundError:
         grid = ModelGrid()
+    cohort = cohort or {}
+    modality = str(cohort.get("modality") or config.get("modality") or "T1")
     card = ModelCard(
         folder=out_dir,
         name=config.get("name", out_dir.name),
         version=str(config.get("version", "0.1.0")),
         engine="contrastive_diffusion",
-        modality="T1",
+        modality=modality,
         template=SHIPPED_TEMPLATE,
         model_grid=grid,
         preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_CLIP),
@@ -55,6 +58,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         training={
             "data": "IXI T1 (healthy), ../shared/data/ixi_t1",
             "split_rule": datasets.SPLIT_RULE,
+            **{k: v for k, v in cohort.items() if k != "modality"},
             "subjects": {"train": train_ids, "validation": val_ids},
             "wall_time_minutes": round(wall_seconds / 60, 1),
             "hardware": hardware(device),
@@ -66,7 +70,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
             "config": {k: v for k, v in config.items() if k != "subjects"},
         },
         files=files,
-        extra={"description": "Contrastive-conditioned diffusion (Patricio et al. 2025) trained on healthy IXI T1 "
+        extra={"description": f"Contrastive-conditioned diffusion (Patricio et al. 2025) trained on healthy {modality} "
                               "slices; reconstructs a healthy-looking brain, anomalies appear in |x - reconstruction|.",
                "validation": result["validation"], **(extra or {})},
     )

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from ...training.cohort import prepare_cohort
 from ...training.distributed import Dist
-from ...training.slice_cache import subject_ids
 from ..base import resolve_device
 from .model_folder import write_model_folder
 from .stages import train_diffusion, train_encoder
@@ -32,7 +32,9 @@ def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage
     if dist_.device.type == "cpu":
         torch.set_num_threads(int(config.get("threads") or min(2, os.cpu_count() or 1)))
     out_dir = Path(out_dir)
-    train_ids, val_ids = subject_ids(config, data_root, dist_)
+    cohort = prepare_cohort(config, data_root, dist_)
+    config = {**config, "cache_dir": str(cohort.cache_dir) if cohort.cache_dir else None}
+    train_ids, val_ids = cohort.train_ids, cohort.val_ids
     summary: dict = {"train_subjects": len(train_ids), "validation_subjects": len(val_ids)}
     encoder = None
     conditioned = bool(config["diffusion"].get("conditioned", True))
@@ -46,7 +48,7 @@ def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage
                                  encoder if stage == "all" else None)
         if dist_.main:
             write_model_folder(out_dir, config, result, train_ids, val_ids, dist_.device,
-                               time.perf_counter() - started)
+                               time.perf_counter() - started, cohort=cohort.record)
             summary.update({"steps": result["steps"], "minutes": result["minutes"],
                             "validation_brain_mae": result["validation"]["brain_mae"],
                             "model_dir": str(out_dir)})

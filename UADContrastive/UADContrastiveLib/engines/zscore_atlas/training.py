@@ -1,4 +1,4 @@
-"""Fitting the z-score atlas: `uadc train --engine zscore_atlas --data IXI_DIR --out MODEL_DIR`.
+"""Fitting the z-score atlas: `uadc train --engine zscore_atlas --data PATH --out MODEL_DIR`.
 
 The training volumes come from the slice cache, which preprocesses every subject through
 exactly the path `uadc detect` takes (template registration, template brain mask), so the
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ...io import atomic_path
-from ...training.slice_cache import load_subject, subject_ids
+from ...training.cohort import prepare_cohort
+from ...training.slice_cache import load_subject
 from ...zoo.card import ModelCard
 from ...zoo.registry import sha256_file
 from .engine import ATLAS_FILE
@@ -21,7 +22,7 @@ MIN_SUBJECTS_PER_VOXEL = 3
 
 
 def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = None,
-                name: str | None = None, version: str = "0.1.0") -> Path:
+                name: str | None = None, version: str = "0.1.0", cohort: dict | None = None) -> Path:
     """Write the atlas model folder (atlas.npz + model.json) from cached training volumes.
 
     The card carries no thresholds: run `uadc calibrate` on the new atlas."""
@@ -46,12 +47,15 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
         np.savez_compressed(handle, mean=mean.astype(np.float16), std=std.astype(np.float16))
     from ...postprocess.filtering import PostprocessConfig
 
+    cohort = cohort or {}
     card = ModelCard(
-        folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version, modality="T1",
+        folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version,
+        modality=str(cohort.get("modality") or "T1"),
         template=SHIPPED_TEMPLATE, model_grid=load_template().grid,
         postprocess=PostprocessConfig(polarity="absolute", normalise_percentile=95.0),
-        training={"subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
-                  "volumes": "slice cache: the detection path (template registration and brain mask)"},
+        training={"volumes": "slice cache: the detection path (template registration and brain mask)",
+                  **{k: v for k, v in cohort.items() if k not in ("modality", "subjects")},
+                  "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1)},
         files={ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
         extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"},
     )
@@ -61,8 +65,10 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
 
 def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage: str = "all",
           resume: bool = False, device: str = "auto", progress=None) -> dict:
-    """The engine's trainer (see engines.registry): the atlas of the IXI training subjects."""
-    train_ids, _ = subject_ids(config, data_root)
-    build_atlas(train_ids, Path(out_dir), config.get("cache_dir"))
-    return {"engine": "zscore_atlas", "train_subjects": len(train_ids), "model_dir": str(out_dir),
-            "next": f"uadc calibrate --model {out_dir} --healthy {data_root}"}
+    """The engine's trainer (see engines.registry): the atlas of the cohort's training scans."""
+    cohort = prepare_cohort(config, data_root)
+    record = {**cohort.record, "split": cohort.record.get("subjects")}
+    build_atlas(cohort.train_ids, Path(out_dir), cohort.cache_dir, name=config.get("name"), cohort=record)
+    return {"engine": "zscore_atlas", "train_subjects": len(cohort.train_ids),
+            "validation_subjects": len(cohort.val_ids), "model_dir": str(out_dir),
+            "cache_dir": str(cohort.cache_dir) if cohort.cache_dir else None}
