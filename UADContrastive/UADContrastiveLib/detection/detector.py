@@ -7,16 +7,34 @@ filtered in the brain -> back onto the input grid -> threshold + minimum compone
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import ModelError
 from ..io import image_like, nonfinite_warning
 from ..preprocess.pipeline import Preprocessed, preprocess
 from ..preprocess.quality import assess_registration, check_spacing
 from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
+
+
+class ModelLoadError(Exception):
+    """The model could not be loaded (a ModelError from the loading thread): ends the whole run."""
+
+    def __init__(self, error: ModelError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _load_engine(model_dir: Path, device: str):
+    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights)."""
+    from ..engines import load_engine, resolve_device
+
+    resolved = resolve_device(device)
+    return load_engine(model_dir, resolved), str(resolved)
 
 
 @dataclass
@@ -38,21 +56,47 @@ class Detection:
 
 
 class Detector:
-    """A loaded model + the template on its grid, ready to run on any number of volumes."""
+    """A loaded model + the template on its grid, ready to run on any number of volumes.
 
-    def __init__(self, model: str | Path | None = None, device: str = "auto"):
-        from ..engines import load_engine, resolve_device
+    background=True loads the engine (importing torch and MONAI, reading the weights: about
+    2-3 s on a laptop CPU) in a thread, so that it overlaps the first volume's reading and
+    registration, which need neither; `engine` and `device` wait for it. Errors of the load
+    are raised where they are first needed, as ModelLoadError (see `engine`)."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
 
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
-        self.device = str(resolve_device(device))
-        self.engine = load_engine(self.model_dir, self.device)
+        self._loading = None
+        if background:
+            self._loading = ThreadPoolExecutor(1, thread_name_prefix="uadc-model-load").submit(
+                _load_engine, self.model_dir, device)
+        else:
+            self._engine, self._device = _load_engine(self.model_dir, device)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
-        # files listed in the card were checked against their sha256 by load_engine
+        # files listed in the card are checked against their sha256 by load_engine
         self.residual_stats = load_residual_stats(self.model_dir) if STATS_FILE in self.card.files else None
+
+    def _wait_for_engine(self) -> None:
+        if self._loading is not None:
+            try:
+                self._engine, self._device = self._loading.result()
+            except ModelError as error:  # not the current input's fault: stop the run, not only this input
+                raise ModelLoadError(error) from None
+            self._loading = None
+
+    @property
+    def engine(self):
+        self._wait_for_engine()
+        return self._engine
+
+    @property
+    def device(self) -> str:
+        self._wait_for_engine()
+        return self._device
 
     def default_threshold(self) -> tuple[float, str]:
         return self.card.default_threshold()
