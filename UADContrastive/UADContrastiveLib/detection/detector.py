@@ -6,8 +6,9 @@ filtered in the brain -> back onto the input grid -> threshold + minimum compone
 """
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def _load_engine(model_dir: Path, device: str):
 
     resolved = resolve_device(device)
     return load_engine(model_dir, resolved), str(resolved)
+
+
+def _in_background(function, *args) -> Future:
+    """function(*args) in a daemon thread: a cancelled run (SIGTERM) exits at once instead of
+    waiting for the load to finish, as a ThreadPoolExecutor's worker would make it."""
+    future: Future = Future()
+
+    def work():
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
+            future.set_exception(error)
+
+    threading.Thread(target=work, name="uadc-model-load", daemon=True).start()
+    return future
 
 
 @dataclass
@@ -70,9 +86,9 @@ class Detector:
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
         self._loading = None
+        self._summary = None
         if background:
-            self._loading = ThreadPoolExecutor(1, thread_name_prefix="uadc-model-load").submit(
-                _load_engine, self.model_dir, device)
+            self._loading = _in_background(_load_engine, self.model_dir, device)
         else:
             self._engine, self._device = _load_engine(self.model_dir, device)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
@@ -141,14 +157,17 @@ class Detector:
         report("anomaly map", 0.0)
         residual = self.model_residual(volume, healthy)
         model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
+        # Input-grid arrays are large (9 M voxels at 1 mm): views and in-place edits, no extra copies.
         brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
-        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map))
-        anomaly_map[~brain_input] = 0.0
-        anomaly_map = image_like(anomaly_map.astype(np.float32), image)
-        healthy_input = sitk.GetArrayFromImage(pre.to_input_grid(pre.intensity_to_input(healthy)))
-        healthy_array = sitk.GetArrayFromImage(image)  # outside the brain the healthy image is the input
-        healthy_array[brain_input] = healthy_input[brain_input]
-        healthy_image = image_like(healthy_array.astype(np.float32), image)
+        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map)).astype(np.float32, copy=False)
+        np.copyto(anomaly_map, 0.0, where=~brain_input)
+        anomaly_map = image_like(anomaly_map, image)
+        healthy_on_input = pre.to_input_grid(pre.intensity_to_input(healthy))  # the view below needs it alive
+        healthy_input = sitk.GetArrayViewFromImage(healthy_on_input)
+        # outside the brain the healthy image is the input
+        healthy_array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        np.copyto(healthy_array, healthy_input, where=brain_input)
+        healthy_image = image_like(healthy_array, image)
         uncertainty = None
         if spread is not None:
             spread_input = sitk.GetArrayFromImage(pre.to_input_grid(spread.astype(np.float32)))
@@ -172,8 +191,11 @@ class Detector:
                          min_size, uncertainty, arrays, timings, quality)
 
     def model_summary(self) -> dict:
+        """The model as the report names it; the checksums are hashed once per loaded model."""
         from ..zoo import sha256_file
 
-        return {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
-                "path": str(self.model_dir),
-                "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}
+        if self._summary is None:
+            self._summary = {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
+                             "path": str(self.model_dir),
+                             "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}
+        return dict(self._summary)

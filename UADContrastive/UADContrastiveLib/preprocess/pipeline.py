@@ -163,6 +163,7 @@ class Preprocessed:
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
     brain_source: str                    # how the brain mask was obtained
     timings: dict = field(default_factory=dict)
+    _inverse: sitk.Transform | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_input_grid(self, model_image: sitk.Image | np.ndarray, interpolator=sitk.sitkLinear,
                       default: float = 0.0) -> sitk.Image:
@@ -171,7 +172,9 @@ class Preprocessed:
             array = model_image
             model_image = sitk.GetImageFromArray(array.astype(np.float32))
             model_image.CopyInformation(self.model_input)
-        return sitk.Resample(model_image, self.input_reference, self.transform.GetInverse(),
+        if self._inverse is None:
+            self._inverse = self.transform.GetInverse()
+        return sitk.Resample(model_image, self.input_reference, self._inverse,
                              interpolator, default, model_image.GetPixelID())
 
     def intensity_to_input(self, normalised: np.ndarray) -> np.ndarray:
