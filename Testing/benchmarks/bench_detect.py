@@ -1,24 +1,30 @@
-"""Seconds per volume and peak memory of `Detector.run`, per stage (prints figures; no pass/fail).
+"""Seconds per volume of `Detector.run` in one process (model already loaded), per stage and
+preprocessing step, median over repeats after a warm-up; peak memory. Prints figures; no pass/fail.
+For the command as a user runs it (start-up, model load, writing) see bench_pipeline.py.
 
-    python Testing/benchmarks/bench_detect.py [--model NAME|PATH] [--device cpu] [--data ../shared/data]
+    python Testing/benchmarks/bench_detect.py [--model NAME|PATH] [--device cpu] [--repeats 3] [--data ../shared/data]
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
+import sys
 import time
 from pathlib import Path
 
-from UADContrastiveLib.detection.detector import Detector
-from UADContrastiveLib.io import read_volume
-
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "UADContrastive"))
+
+from UADContrastiveLib.detection.detector import Detector  # noqa: E402
+from UADContrastiveLib.io import read_volume  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     args = parser.parse_args()
     scans = [sorted((args.data / "ixi_t1" / "images").iterdir())[0],
@@ -29,11 +35,18 @@ def main() -> None:
     print(f"model {detector.card.name} on {detector.device}: loaded in {time.perf_counter() - start:.2f} s")
     for scan in scans:
         image = read_volume(scan)
-        start = time.perf_counter()
-        detection = detector.run(image, source=scan)
-        total = time.perf_counter() - start
-        stages = ", ".join(f"{k} {v:.1f} s" for k, v in detection.timings.items())
-        print(f"{scan.parent.name}/{scan.name} {image.GetSize()}: {total:.1f} s ({stages})")
+        detector.run(image, source=scan)  # warm-up
+        walls, stages, steps = [], [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            detection = detector.run(image, source=scan)
+            walls.append(time.perf_counter() - start)
+            stages.append(detection.timings)
+            steps.append(detection.preprocessed.timings)
+        stage = ", ".join(f"{k} {statistics.median(s[k] for s in stages):.2f}" for k in stages[0])
+        step = ", ".join(f"{k} {statistics.median(s[k] for s in steps):.2f}" for k in steps[0])
+        print(f"{scan.parent.name}/{scan.name} {image.GetSize()}: median {statistics.median(walls):.2f} s "
+              f"({stage}; preprocess: {step})")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak_mib:.0f} MiB")
 

@@ -41,7 +41,7 @@ def _labelled(progress, label: str):
 
 
 def run(args) -> int:
-    from ..detection.detector import Detector
+    from ..detection.detector import Detector, ModelLoadError
     from ..io import read_mask, read_volume, volume_stem
     from ..outputs.folders import check_output_root, staged_folder, write_run_summary
     from ..outputs.write import write_detection
@@ -60,9 +60,8 @@ def run(args) -> int:
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
     progress("load model", 0.0, "loading the model")
-    detector = Detector(args.model, args.device)
-    if detector.device == "cpu":
-        progress.log("Running on the CPU: expect about half a minute per volume.")
+    # The model loads in a thread while the first input is read and registered (they need no torch).
+    detector = Detector(args.model, args.device, background=True)
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
@@ -79,6 +78,8 @@ def run(args) -> int:
             entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),
                             "components": len(report["components"]),
                             "anomalous_volume_ml": report["anomalous_volume_ml"]})
+        except ModelLoadError as error:  # the model, not this input: nothing can run
+            raise error.error from None
         except InputError as error:
             failed += 1
             entries.append({"input": str(path), "status": "error", "error": str(error)})

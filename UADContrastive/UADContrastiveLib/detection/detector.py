@@ -6,17 +6,51 @@ filtered in the brain -> back onto the input grid -> threshold + minimum compone
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import ModelError
 from ..io import image_like
 from ..preprocess.checked import preprocess_checked
 from ..preprocess.pipeline import Preprocessed
 from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
+
+
+class ModelLoadError(Exception):
+    """The model could not be loaded (a ModelError from the loading thread): ends the whole run."""
+
+    def __init__(self, error: ModelError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _load_engine(model_dir: Path, device: str):
+    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights)."""
+    from ..engines import load_engine, resolve_device
+
+    resolved = resolve_device(device)
+    return load_engine(model_dir, resolved), str(resolved)
+
+
+def _in_background(function, *args) -> Future:
+    """function(*args) in a daemon thread: a cancelled run (SIGTERM) exits at once instead of
+    waiting for the load to finish, as a ThreadPoolExecutor's worker would make it."""
+    future: Future = Future()
+
+    def work():
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
+            future.set_exception(error)
+
+    threading.Thread(target=work, name="uadc-model-load", daemon=True).start()
+    return future
 
 
 @dataclass
@@ -38,21 +72,47 @@ class Detection:
 
 
 class Detector:
-    """A loaded model + the template on its grid, ready to run on any number of volumes."""
+    """A loaded model + the template on its grid, ready to run on any number of volumes.
 
-    def __init__(self, model: str | Path | None = None, device: str = "auto"):
-        from ..engines import load_engine, resolve_device
+    background=True loads the engine (importing torch and MONAI, reading the weights: about
+    2-3 s on a laptop CPU) in a thread, so that it overlaps the first volume's reading and
+    registration, which need neither; `engine` and `device` wait for it. Errors of the load
+    are raised where they are first needed, as ModelLoadError (see `engine`)."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
 
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
-        self.device = str(resolve_device(device))
-        self.engine = load_engine(self.model_dir, self.device)
+        self._loading = None
+        self._summary = None
+        if background:
+            self._loading = _in_background(_load_engine, self.model_dir, device)
+        else:
+            self._engine, self._device = _load_engine(self.model_dir, device)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
-        # files listed in the card were checked against their sha256 by load_engine
+        # files listed in the card are checked against their sha256 by load_engine
         self.residual_stats = load_residual_stats(self.model_dir) if STATS_FILE in self.card.files else None
+
+    def _wait_for_engine(self) -> None:
+        if self._loading is not None:
+            try:
+                self._engine, self._device = self._loading.result()
+            except ModelError as error:  # not the current input's fault: stop the run, not only this input
+                raise ModelLoadError(error) from None
+            self._loading = None
+
+    @property
+    def engine(self):
+        self._wait_for_engine()
+        return self._engine
+
+    @property
+    def device(self) -> str:
+        self._wait_for_engine()
+        return self._device
 
     def default_threshold(self) -> tuple[float, str]:
         return self.card.default_threshold()
@@ -94,14 +154,17 @@ class Detector:
         report("anomaly map", 0.0)
         residual = self.model_residual(volume, healthy)
         model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
+        # Input-grid arrays are large (9 M voxels at 1 mm): views and in-place edits, no extra copies.
         brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
-        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map))
-        anomaly_map[~brain_input] = 0.0
-        anomaly_map = image_like(anomaly_map.astype(np.float32), image)
-        healthy_input = sitk.GetArrayFromImage(pre.to_input_grid(pre.intensity_to_input(healthy)))
-        healthy_array = sitk.GetArrayFromImage(image)  # outside the brain the healthy image is the input
-        healthy_array[brain_input] = healthy_input[brain_input]
-        healthy_image = image_like(healthy_array.astype(np.float32), image)
+        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map)).astype(np.float32, copy=False)
+        np.copyto(anomaly_map, 0.0, where=~brain_input)
+        anomaly_map = image_like(anomaly_map, image)
+        healthy_on_input = pre.to_input_grid(pre.intensity_to_input(healthy))  # the view below needs it alive
+        healthy_input = sitk.GetArrayViewFromImage(healthy_on_input)
+        # outside the brain the healthy image is the input
+        healthy_array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        np.copyto(healthy_array, healthy_input, where=brain_input)
+        healthy_image = image_like(healthy_array, image)
         uncertainty = None
         if spread is not None:
             spread_input = sitk.GetArrayFromImage(pre.to_input_grid(spread.astype(np.float32)))
@@ -125,8 +188,11 @@ class Detector:
                          min_size, uncertainty, arrays, timings, quality)
 
     def model_summary(self) -> dict:
+        """The model as the report names it; the checksums are hashed once per loaded model."""
         from ..zoo import sha256_file
 
-        return {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
-                "path": str(self.model_dir),
-                "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}
+        if self._summary is None:
+            self._summary = {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
+                             "path": str(self.model_dir),
+                             "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}
+        return dict(self._summary)

@@ -98,7 +98,6 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
                  device: str = "auto", log=print) -> dict:
     """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> rows`."""
     from ..detection.detector import Detector
-
     from ..resources import user_cache_dir
 
     out_dir = Path(out_dir)

@@ -58,5 +58,6 @@ def write_segmentation(mask: sitk.Image, path: str | Path, name: str = SEGMENT_N
     segmentation["containedRepresentationNames"] = ["Binary labelmap"]
     segmentation["masterRepresentation"] = "Binary labelmap"
     with atomic_path(path) as tmp:
-        slicerio.write_segmentation(str(tmp), segmentation)
+        # zlib level 6 instead of pynrrd's 9: a quarter faster on a 1 mm volume, files a few kB larger
+        slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
     return path

@@ -51,9 +51,23 @@ def foreground_volume_ml(image: sitk.Image) -> tuple[float, np.ndarray]:
         return 0.0, foreground
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    largest = labels == int(np.argmax(sizes))
-    largest = ndimage.binary_fill_holes(largest)
+    largest = fill_holes(labels == int(np.argmax(sizes)))
     return float(largest.sum() * np.prod(image.GetSpacing()) / 1000.0), largest
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """ndimage.binary_fill_holes (6-connected background) by labelling the background once:
+    a hole is a background component that does not touch the array's border. Same result, but
+    one pass instead of a dilation repeated until nothing changes (seconds on a 1 mm volume)."""
+    background, count = ndimage.label(~mask)
+    if count == 0:
+        return mask
+    border = np.zeros(count + 1, dtype=bool)
+    for axis in range(background.ndim):
+        for end in (0, -1):
+            border[np.take(background, end, axis=axis)] = True
+    border[0] = False  # label 0 is the mask itself, which stays
+    return ~border[background]
 
 
 def looks_skull_stripped(image: sitk.Image) -> bool:
@@ -70,6 +84,17 @@ def foreground_mask(image: sitk.Image) -> sitk.Image:
     return mask
 
 
+def no_finer_than(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """`image` averaged over whole blocks of voxels so that no axis is finer than the reference's.
+
+    The registration metric samples the template (2 mm), so a 1 mm input adds nothing to its
+    accuracy, but every pyramid level smooths and differentiates the whole input: on a
+    240 x 240 x 155 volume that made registration 5x slower. Block averaging (not subsampling)
+    keeps it free of aliasing; the transform stays in physical space, so nothing else changes."""
+    factors = [max(1, int(r / s + 1e-6)) for s, r in zip(image.GetSpacing(), reference.GetSpacing())]
+    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
 def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 1) -> sitk.Transform:
     """Affine registration by Mattes mutual information, similarity then affine, 3 levels.
 
@@ -77,7 +102,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 1) -> sit
     convention), so `sitk.Resample(moving, fixed, transform)` puts moving on fixed's grid.
     """
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
-    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    moving = sitk.Cast(no_finer_than(moving, fixed), sitk.sitkFloat32)
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
 
@@ -138,6 +163,7 @@ class Preprocessed:
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
     brain_source: str                    # how the brain mask was obtained
     timings: dict = field(default_factory=dict)
+    _inverse: sitk.Transform | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_input_grid(self, model_image: sitk.Image | np.ndarray, interpolator=sitk.sitkLinear,
                       default: float = 0.0) -> sitk.Image:
@@ -146,7 +172,9 @@ class Preprocessed:
             array = model_image
             model_image = sitk.GetImageFromArray(array.astype(np.float32))
             model_image.CopyInformation(self.model_input)
-        return sitk.Resample(model_image, self.input_reference, self.transform.GetInverse(),
+        if self._inverse is None:
+            self._inverse = self.transform.GetInverse()
+        return sitk.Resample(model_image, self.input_reference, self._inverse,
                              interpolator, default, model_image.GetPixelID())
 
     def intensity_to_input(self, normalised: np.ndarray) -> np.ndarray:
@@ -191,12 +219,16 @@ def preprocess(image: sitk.Image, template: Template, grid: ModelGrid | None = N
     if brain_mask is not None:
         brain_source = "given"
         mask_input = sitk.Cast(brain_mask > 0, sitk.sitkUInt8)
-    elif skull_stripped == "yes" or (skull_stripped == "auto" and looks_skull_stripped(image)):
-        brain_source = "skull-stripped input (non-background region)"
-        mask_input = foreground_mask(image)
     else:
-        brain_source = "template brain carried back through the registration"
         mask_input = None
+        if skull_stripped in ("yes", "auto"):
+            foreground_ml, foreground = foreground_volume_ml(image)
+            if skull_stripped == "yes" or 0 < foreground_ml < SKULL_STRIPPED_MAX_ML:
+                brain_source = "skull-stripped input (non-background region)"
+                mask_input = sitk.GetImageFromArray(foreground.astype(np.uint8))
+                mask_input.CopyInformation(image)
+        if mask_input is None:
+            brain_source = "template brain carried back through the registration"
     if mask_input is not None:
         mask_canonical = canonical_orientation(mask_input)
         moving = sitk.Mask(canonical, mask_canonical, outsideValue=float(np.percentile(
