@@ -27,10 +27,10 @@ from UADContrastiveLib.engines.registry import load_engine
 from UADContrastiveLib.evaluation.metrics import auprc, best_dice
 from UADContrastiveLib.evaluation.scoring import read_cases_csv
 from UADContrastiveLib.io import read_volume
-from UADContrastiveLib.postprocess.filtering import PostprocessConfig
 from UADContrastiveLib.preprocess.pipeline import preprocess, resample
 from UADContrastiveLib.preprocess.templates import load_template
 from UADContrastiveLib.training import slice_cache
+from UADContrastiveLib.zoo.card import ModelCard
 
 VARIANTS = {
     "t250-500-750 whole": {"timesteps": [250, 500, 750], "patch_size": 0},
@@ -69,9 +69,7 @@ def main(argv=None) -> int:
     training = sorted(p.stem for p in slice_cache.default_cache_dir().glob("IXI*.npz") if not is_validation(p.stem))
     healthy = [slice_cache.load_subject(s) for s in training[:args.stats_subjects]]
     base = load_engine(args.model, "cpu")
-    card = json.loads((args.model / "model.json").read_text(encoding="utf-8"))
-    post = PostprocessConfig.from_dict({k: v for k, v in card.get("postprocess", {}).items()
-                                        if k in PostprocessConfig.__dataclass_fields__})
+    post = ModelCard.read(args.model).postprocess
     results = {}
     for name in args.variants:
         engine = copy.copy(base)
@@ -81,7 +79,7 @@ def main(argv=None) -> int:
         rows = []
         for case in cases:
             healthy_recon = engine.reconstruct(case["volume"], case["brain"])
-            z = residual_zscore(case["volume"] - healthy_recon, stats)
+            z = residual_zscore(engine.residual(case["volume"], healthy_recon), stats)
             anomaly = post.filter_map(z, case["brain"], spacing_mm=template.grid.spacing)
             scores, labels = anomaly[case["brain"]], case["lesion"][case["brain"]]
             rows.append({"id": case["id"], "auprc": round(auprc(scores, labels), 4),

@@ -156,10 +156,9 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
     """Write <part>_lesions.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
     the lesioned heads and masks in out/images. Each donor of a part lands in one recipient
     of the same part, recipients taken in turn; refused placements are logged and skipped."""
-    import csv
-
     from ..io import write_volume
     from ..preprocess.templates import load_template
+    from .sets import healthy_case, write_cases_csv
 
     template = template or load_template()
     out = Path(out)
@@ -188,17 +187,8 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
             rows.append({"id": case, "image": image_path, "lesion_mask": mask_path, "brain_mask": "",
                          "dataset": f"{part}_real_shapes"})
             log(f"{part}: {case} ({int(sitk.GetArrayViewFromImage(mask).sum())} lesion voxels)")
-        healthy = []
-        for recipient in recipients:
-            image = read_volume(recipient.image)
-            empty = write_volume(image_like(np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8), image),
-                                 out / "images" / f"{recipient.id}_empty.nii.gz")
-            healthy.append({"id": recipient.id, "image": Path(recipient.image).resolve(), "lesion_mask": empty,
-                            "brain_mask": "", "dataset": f"{part}_healthy"})
+        healthy = [healthy_case(recipient, out / "images", f"{part}_healthy") for recipient in recipients]
         for name, table in ((f"{part}_real_shapes", rows), (f"{part}_healthy", healthy)):
             paths[name] = out / f"{name}.csv"
-            with paths[name].open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["id", "image", "lesion_mask", "brain_mask", "dataset"])
-                writer.writeheader()
-                writer.writerows(table)
+            write_cases_csv(paths[name], table)
     return paths

@@ -32,11 +32,21 @@ NOTES = {
 }
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
+def write_cases_csv(path: Path, rows: list[dict]) -> None:
+    """A case list in the format `uadc evaluate --cases` reads."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "image", "lesion_mask", "brain_mask", "dataset"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def healthy_case(subject, images_dir: Path, dataset: str) -> dict:
+    """A healthy head as a case: its own image and an all-zero lesion mask on its grid."""
+    image = read_volume(subject.image)
+    empty = image_like(np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8), image)
+    empty_path = write_volume(empty, Path(images_dir) / f"{subject.id}_empty.nii.gz")
+    return {"id": subject.id, "image": Path(subject.image).resolve(), "lesion_mask": empty_path,
+            "brain_mask": "", "dataset": dataset}
 
 
 def synthetic_ixi_case(subject, out_dir: Path, seed: int) -> tuple[Path, Path]:
@@ -65,15 +75,11 @@ def write_evaluation_sets(data: Path, out: Path, limit: int | None = None) -> di
         image_path, mask_path = synthetic_ixi_case(subject, out / "images", seed=index)
         synthetic.append({"id": subject.id, "image": image_path, "lesion_mask": mask_path, "brain_mask": "",
                           "dataset": "ixi_synthetic"})
-        empty = image_like(np.zeros(sitk.GetArrayViewFromImage(read_volume(subject.image)).shape, np.uint8),
-                           read_volume(subject.image))
-        empty_path = write_volume(empty, out / "images" / f"{subject.id}_empty.nii.gz")
-        healthy.append({"id": subject.id, "image": subject.image.resolve(), "lesion_mask": empty_path,
-                        "brain_mask": "", "dataset": "ixi_healthy"})
+        healthy.append(healthy_case(subject, out / "images", "ixi_healthy"))
     paths = {}
     for name, rows in {"ixi_synthetic": synthetic, "ixi_healthy": healthy}.items():
         paths[name] = out / f"{name}.csv"
-        _write_csv(paths[name], rows)
+        write_cases_csv(paths[name], rows)
     return {**paths, **real_lesion_sets(data, out)}
 
 
@@ -90,7 +96,7 @@ def real_lesion_sets(data: Path, out: Path) -> dict[str, Path]:
     paths = {}
     for name, rows in sets.items():
         paths[name] = Path(out) / f"{name}.csv"
-        _write_csv(paths[name], rows)
+        write_cases_csv(paths[name], rows)
     return paths
 
 
