@@ -1,0 +1,109 @@
+"""The latent DDPM's `denoiser` stage and `uadc train --engine latent_ddpm --config latent-ddpm-t1.yaml`.
+
+One step: latents z of a batch of healthy slices (z = mean + sd x noise from the encoded set),
+t uniform in [0, T), z_t = q(z_t | z), loss = MSE between the predicted and the true x0 over
+every cell (the whole latent is noised, as in a plain DDPM). When the budget is spent, the
+engine's `change_threshold` is set to the `change_quantile` of the per-cell change on the
+healthy validation latents (brain cells), so that share of healthy cells is left untouched.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from ...training.loop import checkpoint_path
+from ...training.stage_runner import StageSpec, run_stage
+from ..diffusion_common import add_noise
+from ..latent_autoencoder.trainer import train_latent_engine
+from .engine import DEFAULT_INFERENCE, LatentDdpmEngine
+from .network import DEFAULT_DENOISER, DEFAULT_SCHEDULE, build_denoiser, build_scheduler
+
+DESCRIPTION = ("Latent DDPM (Pinaya et al. 2022): a DDPM in the latent of a 2D KL autoencoder trained on healthy "
+               "slices; the latent cells that change most under partial noising and denoising are healed and "
+               "decoded, the map is |input - healed| inside the healed cells.")
+
+
+def noised_batch(train_set, generator: torch.Generator, batch_size: int, scheduler):
+    """(z, z_t, t) of one training batch (CPU)."""
+    index = torch.randint(len(train_set), (batch_size,), generator=generator)
+    z = train_set.sample(index, generator)
+    t = torch.randint(scheduler.num_train_timesteps, (batch_size,), generator=generator)
+    noise = torch.randn(z.shape, generator=generator)
+    return z, add_noise(scheduler, z, noise, t), t
+
+
+@torch.no_grad()
+def validate(denoiser, val_set, scheduler, device, batch_size: int = 64) -> dict:
+    """x0 MSE on the validation latents at fixed random steps."""
+    generator = torch.Generator().manual_seed(1234)
+    denoiser.eval()
+    total = batches = 0.0
+    for start in range(0, len(val_set), batch_size):
+        z = val_set.mean[start:start + batch_size]
+        t = torch.randint(scheduler.num_train_timesteps, (len(z),), generator=generator)
+        z_t = add_noise(scheduler, z, torch.randn(z.shape, generator=generator), t)
+        total += float((denoiser(z_t.to(device), t.to(device)).float() - z.to(device)).pow(2).mean())
+        batches += 1
+    return {"val_x0_mse": round(total / max(batches, 1), 5)}
+
+
+@torch.no_grad()
+def healthy_change_threshold(engine: LatentDdpmEngine, val_set, quantile: float, batch_size: int = 64) -> float:
+    """The `quantile` of the per-cell change |z - denoised z| over the brain cells of healthy latents."""
+    generator = torch.Generator().manual_seed(int(engine.inference.get("seed", 0)))
+    changes = []
+    for start in range(0, len(val_set), batch_size):
+        z = val_set.mean[start:start + batch_size].to(engine.device)
+        change, _ = engine.change_map(z, generator)
+        changes.append(change[val_set.cells[start:start + batch_size].to(engine.device)].float().cpu())
+    values = torch.cat(changes) if changes else torch.zeros(0)
+    if len(values) == 0:
+        raise ValueError("no healthy validation latents to set the change threshold on")
+    return float(torch.quantile(values[:1_000_000], quantile))
+
+
+def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
+    cfg = config["denoiser"]
+    network = {"autoencoder": autoencoder_network, "denoiser": {**DEFAULT_DENOISER, **cfg.get("network", {})},
+               "schedule": {**DEFAULT_SCHEDULE, **cfg.get("schedule", {})}}
+    seed = int(config.get("seed", 0)) + 2
+    torch.manual_seed(seed)
+    denoiser = build_denoiser(codec.latent_channels, network["denoiser"]).to(device)
+    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
+    scheduler = build_scheduler(network["schedule"])
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = int(cfg["batch_size"])
+
+    def loss() -> torch.Tensor:
+        z, z_t, t = noised_batch(train_set, generator, batch_size, scheduler)
+        return (denoiser(z_t.to(device), t.to(device)).float() - z.to(device)).pow(2).mean()
+
+    spec = StageSpec(
+        name="latent_ddpm_denoiser", model=denoiser, generator=generator, loss=loss, ema=ema,
+        ema_decay=float(cfg.get("ema", 0.995)),
+        optimizer=torch.optim.AdamW(denoiser.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))),
+        lr=float(cfg["lr"]), minutes=cfg.get("minutes"), max_steps=cfg.get("max_steps"),
+        warmup_steps=int(cfg.get("warmup_steps", 50)),
+        validate=lambda: validate(ema, val_set, scheduler, device),
+        validate_every_minutes=float(cfg.get("validate_every_minutes", 10)))
+    result = run_stage(spec, checkpoint_path(config, out_dir, "latent_ddpm_denoiser"), device, resume,
+                       float(config.get("checkpoint_minutes", 5)), progress)
+    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    engine = LatentDdpmEngine(codec, ema, network, inference, device)
+    quantile = float(inference["change_quantile"])
+    engine.inference["change_threshold"] = round(healthy_change_threshold(engine, val_set, quantile), 5)
+    summary = {**{k: result[k] for k in ("steps", "minutes", "seconds_per_step", "final_loss", "history")},
+               "batch_size": batch_size, **validate(ema, val_set, scheduler, device),
+               "change_threshold": {"value": engine.inference["change_threshold"], "quantile": quantile,
+                                    "rule": "quantile of |z - denoised z| over brain cells of healthy validation latents"}}
+    return engine, summary
+
+
+def train(config: dict, data_root, out_dir, stage: str = "all", resume: bool = False, device: str = "auto",
+          progress=None) -> dict:
+    """The engine's trainer (engines.registry): stages autoencoder, denoiser or all."""
+    return {"engine": LatentDdpmEngine.name,
+            **train_latent_engine(config, data_root, out_dir, stage, resume, device, progress, denoiser_stage,
+                                  DESCRIPTION)}
