@@ -102,7 +102,7 @@ def test_patch_masks_have_the_drawn_ratio_and_patch_size():
     generator = torch.Generator().manual_seed(0)
     masks, ratios = random_patch_mask(400, 24, 24, generator, 0.4, patch=(2, 4))
     assert masks.shape == (400, 1, 24, 24) and masks.dtype == torch.bool
-    assert 0 <= float(ratios.min()) and float(ratios.max()) <= 0.4
+    assert float(ratios.min()) >= 0 and float(ratios.max()) <= 0.4
     patches = 12 * 6
     noised = masks.flatten(1).float().mean(1)
     np.testing.assert_allclose(noised.numpy(), (ratios * patches).round().numpy() / patches, atol=1e-6)
