@@ -2,8 +2,8 @@
 
 Diffusion in the latent is cheap per step (24 x 24 cells), so re-encoding every batch would
 dominate a denoiser stage; instead every slice is encoded once (posterior mean and sd,
-standardised) and both denoiser stages draw batches from this set, sampling z = mean + sd x
-noise as a free augmentation. The set is stored beside the autoencoder
+standardised) and both denoiser stages draw batches from this set (the means, or draws from
+the posterior with the recipe's `denoiser.sample_posterior`). The set is stored beside the autoencoder
 (`<autoencoder file>.latents.pt`) with the autoencoder's sha256 and the slice ids it covers;
 a set that does not match is rebuilt.
 """
@@ -40,8 +40,13 @@ class EncodedSlices:
     def __len__(self) -> int:
         return len(self.mean)
 
-    def sample(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """z = mean + sd * noise for the slices `index` (CPU)."""
+    def sample(self, index: torch.Tensor, generator: torch.Generator, posterior: bool = False) -> torch.Tensor:
+        """The latents of the slices `index` (CPU): the posterior means, which is what inference
+        encodes; with posterior=True a draw mean + sd * noise (an augmentation that only helps
+        once the autoencoder's sd is small next to the spread of the means: measured after a
+        short autoencoder run, the sd was about 3 standardised units and drowned the anatomy)."""
+        if not posterior:
+            return self.mean[index]
         return self.mean[index] + self.sd[index] * torch.randn(self.mean[index].shape, generator=generator)
 
 

@@ -1,6 +1,7 @@
 """The latent DDPM's `denoiser` stage and `uadc train --engine latent_ddpm --config latent-ddpm-t1.yaml`.
 
-One step: latents z of a batch of healthy slices (z = mean + sd x noise from the encoded set),
+One step: latents z of a batch of healthy slices (the encoded set's posterior means, or draws
+with `sample_posterior`),
 t uniform in [0, T), z_t = q(z_t | z), loss = MSE between the predicted and the true x0 over
 every cell (the whole latent is noised, as in a plain DDPM). When the budget is spent, the
 engine's `change_threshold` is set to the `change_quantile` of the per-cell change on the
@@ -25,10 +26,10 @@ DESCRIPTION = ("Latent DDPM (Pinaya et al. 2022): a DDPM in the latent of a 2D K
                "decoded, the map is |input - healed| inside the healed cells.")
 
 
-def noised_batch(train_set, generator: torch.Generator, batch_size: int, scheduler):
+def noised_batch(train_set, generator: torch.Generator, batch_size: int, scheduler, posterior: bool = False):
     """(z, z_t, t) of one training batch (CPU)."""
     index = torch.randint(len(train_set), (batch_size,), generator=generator)
-    z = train_set.sample(index, generator)
+    z = train_set.sample(index, generator, posterior)
     t = torch.randint(scheduler.num_train_timesteps, (batch_size,), generator=generator)
     noise = torch.randn(z.shape, generator=generator)
     return z, add_noise(scheduler, z, noise, t), t
@@ -75,9 +76,10 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
     scheduler = build_scheduler(network["schedule"])
     generator = torch.Generator().manual_seed(seed)
     batch_size = int(cfg["batch_size"])
+    posterior = bool(cfg.get("sample_posterior", False))
 
     def loss() -> torch.Tensor:
-        z, z_t, t = noised_batch(train_set, generator, batch_size, scheduler)
+        z, z_t, t = noised_batch(train_set, generator, batch_size, scheduler, posterior)
         return (denoiser(z_t.to(device), t.to(device)).float() - z.to(device)).pow(2).mean()
 
     spec = StageSpec(
@@ -90,7 +92,8 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
         validate_every_minutes=float(cfg.get("validate_every_minutes", 10)))
     result = run_stage(spec, checkpoint_path(config, out_dir, "latent_ddpm_denoiser"), device, resume,
                        float(config.get("checkpoint_minutes", 5)), progress)
-    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    # only this engine's settings: the shared defaults file also holds the contrastive engine's
+    inference = {**DEFAULT_INFERENCE, **{k: v for k, v in (config.get("inference") or {}).items() if k in DEFAULT_INFERENCE}}
     engine = LatentDdpmEngine(codec, ema, network, inference, device)
     quantile = float(inference["change_quantile"])
     engine.inference["change_threshold"] = round(healthy_change_threshold(engine, val_set, quantile), 5)

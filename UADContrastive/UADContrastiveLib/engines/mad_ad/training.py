@@ -1,7 +1,7 @@
 """MAD-AD's `denoiser` stage and `uadc train --engine mad_ad --config mad-ad-t1.yaml`.
 
-One step: latents z of a batch of healthy slices (drawn from the encoded set, z = mean + sd x
-noise); a random patch mask (masking.random_patch_mask, brain cells only); the masked cells
+One step: latents z of a batch of healthy slices (the encoded set's posterior means, or draws
+with `sample_posterior`); a random patch mask (masking.random_patch_mask, brain cells only); the masked cells
 noised to a random step t of the 10-step schedule, the rest left clean; the denoiser predicts
 x0 and which cells were noised. Loss = MSE of x0 on the noised cells + `mask_loss_weight` x
 binary cross-entropy of the mask logits on every cell. The x0 loss is taken on the noised
@@ -30,10 +30,11 @@ DESCRIPTION = ("MAD-AD (Beizaee et al. 2025): masked diffusion in the latent of 
                "decode(restored z)|.")
 
 
-def masked_batch(train_set, generator: torch.Generator, batch_size: int, scheduler, max_ratio: float):
+def masked_batch(train_set, generator: torch.Generator, batch_size: int, scheduler, max_ratio: float,
+                 posterior: bool = False):
     """(z, z_t, noised mask (B,1,h,w) bool, t) of one training batch (CPU)."""
     index = torch.randint(len(train_set), (batch_size,), generator=generator)
-    z = train_set.sample(index, generator)
+    z = train_set.sample(index, generator, posterior)
     mask, _ = random_patch_mask(batch_size, z.shape[-2], z.shape[-1], generator, max_ratio)
     mask = mask & train_set.cells[index]
     t = torch.randint(scheduler.num_train_timesteps, (batch_size,), generator=generator)
@@ -58,7 +59,7 @@ def validate(denoiser, val_set, scheduler, max_ratio: float, device, batch_size:
     mse = bce = correct = cells = 0.0
     batches = 0
     for start in range(0, len(val_set), batch_size):
-        part = type(val_set)(val_set.mean[start:start + batch_size], val_set.sd[start:start + batch_size] * 0,
+        part = type(val_set)(val_set.mean[start:start + batch_size], val_set.sd[start:start + batch_size],
                              val_set.cells[start:start + batch_size])
         z, z_t, mask, t = masked_batch(part, generator, len(part), scheduler, max_ratio)
         _, figures = mad_ad_loss(denoiser, z.to(device), z_t.to(device), mask.to(device), t.to(device), 1.0)
@@ -83,9 +84,10 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
     generator = torch.Generator().manual_seed(seed)
     batch_size, max_ratio = int(cfg["batch_size"]), float(cfg.get("max_mask_ratio", 0.4))
     weight = float(cfg.get("mask_loss_weight", 0.5))
+    posterior = bool(cfg.get("sample_posterior", False))
 
     def loss() -> torch.Tensor:
-        z, z_t, mask, t = masked_batch(train_set, generator, batch_size, scheduler, max_ratio)
+        z, z_t, mask, t = masked_batch(train_set, generator, batch_size, scheduler, max_ratio, posterior)
         return mad_ad_loss(denoiser, z.to(device), z_t.to(device), mask.to(device), t.to(device), weight)[0]
 
     spec = StageSpec(
@@ -98,7 +100,8 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
         validate_every_minutes=float(cfg.get("validate_every_minutes", 10)))
     result = run_stage(spec, checkpoint_path(config, out_dir, "mad_ad_denoiser"), device, resume,
                        float(config.get("checkpoint_minutes", 5)), progress)
-    inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
+    # only this engine's settings: the shared defaults file also holds the contrastive engine's
+    inference = {**DEFAULT_INFERENCE, **{k: v for k, v in (config.get("inference") or {}).items() if k in DEFAULT_INFERENCE}}
     engine = MadAdEngine(codec, ema, network, inference, device)
     summary = {**{k: result[k] for k in ("steps", "minutes", "seconds_per_step", "final_loss", "history")},
                "batch_size": batch_size, "max_mask_ratio": max_ratio, "mask_loss_weight": weight,
