@@ -304,3 +304,12 @@ def test_denoiser_stage_without_an_autoencoder_says_what_to_run(tmp_path):
         ldm_training.train(config, None, tmp_path / "model", "denoiser", device="cpu")
     with pytest.raises(ValueError, match="stage must be"):
         ldm_training.train(config, None, tmp_path / "model", "diffusion", device="cpu")
+
+
+def test_train_command_refuses_a_stage_the_engine_does_not_have(tmp_path, capsys):
+    from UADContrastiveLib.cli import main
+
+    code = main(["train", "--engine", "latent_ddpm", "--stage", "encoder", "--data", str(tmp_path),
+                 "--out", str(tmp_path / "model")])
+    assert code == 2
+    assert "not a stage of the latent_ddpm engine (its stages: autoencoder, denoiser, all)" in capsys.readouterr().err
