@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_engine_train import make_cache  # the synthetic 32 x 32 slice cache
 from UADContrastiveLib import zoo
 from UADContrastiveLib.engines import load_engine
 from UADContrastiveLib.engines.diffusion_common import step_schedule
@@ -27,17 +28,6 @@ from UADContrastiveLib.training.config import load_config
 
 TINY_AE = {"channels": [8, 8, 16], "latent_channels": 3, "num_res_blocks": 1, "norm_num_groups": 4}
 TINY_DENOISER = {"channels": [8, 16], "num_res_blocks": 1, "norm_num_groups": 4}
-
-
-def make_cache(folder, count=3, z=6, size=32):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    zz, yy, xx = np.indices((z, size, size))
-    brain = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2) & (zz > 0)
-    for k in range(count):
-        volume = np.clip(0.6 + 0.15 * rng.standard_normal((z, size, size)), 0, 1.5).astype(np.float32) * brain
-        np.savez_compressed(folder / f"S{k}.npz", volume=volume, brain=brain)
-    return folder
 
 
 def tiny_config(tmp_path, **overrides):

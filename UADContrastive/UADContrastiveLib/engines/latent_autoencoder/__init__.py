@@ -6,5 +6,6 @@
   engine      LatentEngine: volume -> slices -> latent healing -> healthy volume (the contract)
   folder      the model folder of a latent engine (weights + card)
   trainer     `uadc train` for a latent engine: autoencoder stage, then the engine's denoiser stage
+  denoiser_stage  what the engines' denoiser stages share: network + EMA, the budgeted run, the engine
 Trained once, one autoencoder serves both engines (recipe key `autoencoder_path`).
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ class LatentEngine(Engine):
     """Shared loading and slice loop; subclasses define the denoiser and `heal_slices`."""
 
     default_inference: dict = {}
+    # (latent_channels, card network.denoiser) -> the latent network; card network.schedule -> scheduler
+    denoiser_factory: Callable[[int, dict | None], nn.Module]
+    scheduler_factory: Callable[[dict | None], object]
 
     def __init__(self, codec: LatentCodec, denoiser: nn.Module, network: dict, inference: dict | None = None,
                  device: torch.device | str = "cpu"):
@@ -36,11 +40,12 @@ class LatentEngine(Engine):
         self.denoiser = denoiser.to(self.device).eval()
         self.network = network
         self.inference = {**self.default_inference, **(inference or {})}
+        self.scheduler = type(self).scheduler_factory(network.get("schedule"))
 
-    @staticmethod
-    @abstractmethod
-    def build_denoiser(network: dict) -> nn.Module:
+    @classmethod
+    def build_denoiser(cls, network: dict) -> nn.Module:
         """The engine's latent network from the card's `network` entry."""
+        return cls.denoiser_factory(int(network["autoencoder"]["latent_channels"]), network.get("denoiser"))
 
     @classmethod
     def from_folder(cls, model_dir: Path, card, device) -> LatentEngine:

@@ -39,13 +39,8 @@ class LatentDdpmEngine(LatentEngine):
     name = "latent_ddpm"
     default_inference = DEFAULT_INFERENCE
 
-    def __init__(self, codec, denoiser, network, inference=None, device="cpu"):
-        super().__init__(codec, denoiser, network, inference, device)
-        self.scheduler = build_scheduler(network.get("schedule"))
-
-    @staticmethod
-    def build_denoiser(network: dict):
-        return build_denoiser(int(network["autoencoder"]["latent_channels"]), network.get("denoiser"))
+    denoiser_factory = staticmethod(build_denoiser)
+    scheduler_factory = staticmethod(build_scheduler)
 
     def denoise(self, z: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None) -> torch.Tensor:
         """z noised to t_start and denoised by DDIM; with `keep` (B,1,h,w) bool, the cells

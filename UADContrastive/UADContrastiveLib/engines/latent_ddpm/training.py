@@ -9,17 +9,15 @@ healthy validation latents (brain cells), so that share of healthy cells is left
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 
-from ...training.loop import checkpoint_path
-from ...training.stage_runner import StageSpec, run_stage
 from ..diffusion_common import add_noise
+from ..latent_autoencoder.denoiser_stage import prepare_denoiser, run_denoiser, trained_engine
 from ..latent_autoencoder.trainer import train_latent_engine
-from .engine import DEFAULT_INFERENCE, LatentDdpmEngine
-from .network import DEFAULT_DENOISER, DEFAULT_SCHEDULE, build_denoiser, build_scheduler
+from .engine import LatentDdpmEngine
+from .network import DEFAULT_DENOISER, DEFAULT_SCHEDULE
 
 DESCRIPTION = ("Latent DDPM (Pinaya et al. 2022): a DDPM in the latent of a 2D KL autoencoder trained on healthy "
                "slices; the latent cells that change most under partial noising and denoising are healed and "
@@ -66,41 +64,23 @@ def healthy_change_threshold(engine: LatentDdpmEngine, val_set, quantile: float,
 
 
 def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    cfg = config["denoiser"]
-    network = {"autoencoder": autoencoder_network, "denoiser": {**DEFAULT_DENOISER, **cfg.get("network", {})},
-               "schedule": {**DEFAULT_SCHEDULE, **cfg.get("schedule", {})}}
-    seed = int(config.get("seed", 0)) + 2
-    torch.manual_seed(seed)
-    denoiser = build_denoiser(codec.latent_channels, network["denoiser"]).to(device)
-    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    scheduler = build_scheduler(network["schedule"])
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = int(cfg["batch_size"])
-    posterior = bool(cfg.get("sample_posterior", False))
+    setup = prepare_denoiser(config, codec, autoencoder_network, LatentDdpmEngine, DEFAULT_DENOISER, DEFAULT_SCHEDULE,
+                             2, device)
 
     def loss() -> torch.Tensor:
-        z, z_t, t = noised_batch(train_set, generator, batch_size, scheduler, posterior)
-        return (denoiser(z_t.to(device), t.to(device)).float() - z.to(device)).pow(2).mean()
+        z, z_t, t = noised_batch(train_set, setup.generator, setup.batch_size, setup.scheduler, setup.posterior)
+        return (setup.denoiser(z_t.to(device), t.to(device)).float() - z.to(device)).pow(2).mean()
 
-    spec = StageSpec(
-        name="latent_ddpm_denoiser", model=denoiser, generator=generator, loss=loss, ema=ema,
-        ema_decay=float(cfg.get("ema", 0.995)),
-        optimizer=torch.optim.AdamW(denoiser.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))),
-        lr=float(cfg["lr"]), minutes=cfg.get("minutes"), max_steps=cfg.get("max_steps"),
-        warmup_steps=int(cfg.get("warmup_steps", 50)),
-        validate=lambda: validate(ema, val_set, scheduler, device),
-        validate_every_minutes=float(cfg.get("validate_every_minutes", 10)))
-    result = run_stage(spec, checkpoint_path(config, out_dir, "latent_ddpm_denoiser"), device, resume,
-                       float(config.get("checkpoint_minutes", 5)), progress)
-    # only this engine's settings: the shared defaults file also holds the contrastive engine's
-    inference = {**DEFAULT_INFERENCE, **{k: v for k, v in (config.get("inference") or {}).items() if k in DEFAULT_INFERENCE}}
-    engine = LatentDdpmEngine(codec, ema, network, inference, device)
-    quantile = float(inference["change_quantile"])
+    def check() -> dict:
+        return validate(setup.ema, val_set, setup.scheduler, device)
+
+    summary = run_denoiser(setup, "latent_ddpm_denoiser", loss, check, config, out_dir, resume, device, progress)
+    engine = trained_engine(setup, codec, config, device)
+    quantile = float(engine.inference["change_quantile"])
     engine.inference["change_threshold"] = round(healthy_change_threshold(engine, val_set, quantile), 5)
-    summary = {**{k: result[k] for k in ("steps", "minutes", "seconds_per_step", "final_loss", "history")},
-               "batch_size": batch_size, **validate(ema, val_set, scheduler, device),
-               "change_threshold": {"value": engine.inference["change_threshold"], "quantile": quantile,
-                                    "rule": "quantile of |z - denoised z| over brain cells of healthy validation latents"}}
+    summary.update({**check(), "change_threshold": {
+        "value": engine.inference["change_threshold"], "quantile": quantile,
+        "rule": "quantile of |z - denoised z| over brain cells of healthy validation latents"}})
     return engine, summary
 
 

@@ -43,13 +43,8 @@ class MadAdEngine(LatentEngine):
     name = "mad_ad"
     default_inference = DEFAULT_INFERENCE
 
-    def __init__(self, codec, denoiser, network, inference=None, device="cpu"):
-        super().__init__(codec, denoiser, network, inference, device)
-        self.scheduler = build_scheduler(network.get("schedule"))
-
-    @staticmethod
-    def build_denoiser(network: dict):
-        return build_denoiser(int(network["autoencoder"]["latent_channels"]), network.get("denoiser"))
+    denoiser_factory = staticmethod(build_denoiser)
+    scheduler_factory = staticmethod(build_scheduler)
 
     def restore(self, z: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored latent, region (B,1,h,w) bool of the restored cells) of latents z; only

@@ -11,19 +11,17 @@ inference relies on (the released code weighs it 0.01 because its inference igno
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ...training.loop import checkpoint_path
-from ...training.stage_runner import StageSpec, run_stage
 from ..diffusion_common import add_noise
+from ..latent_autoencoder.denoiser_stage import prepare_denoiser, run_denoiser, trained_engine
 from ..latent_autoencoder.trainer import train_latent_engine
-from .engine import DEFAULT_INFERENCE, MadAdEngine
-from .masking import DEFAULT_SCHEDULE, build_scheduler, random_patch_mask
-from .network import DEFAULT_DENOISER, build_denoiser
+from .engine import MadAdEngine
+from .masking import DEFAULT_SCHEDULE, random_patch_mask
+from .network import DEFAULT_DENOISER
 
 DESCRIPTION = ("MAD-AD (Beizaee et al. 2025): masked diffusion in the latent of a 2D KL autoencoder trained on "
                "healthy slices; cells the mask head calls noisy are restored, the map is |decode(z) - "
@@ -73,40 +71,22 @@ def validate(denoiser, val_set, scheduler, max_ratio: float, device, batch_size:
 
 
 def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    cfg = config["denoiser"]
-    network = {"autoencoder": autoencoder_network, "denoiser": {**DEFAULT_DENOISER, **cfg.get("network", {})},
-               "schedule": {**DEFAULT_SCHEDULE, **cfg.get("schedule", {})}}
-    seed = int(config.get("seed", 0)) + 1
-    torch.manual_seed(seed)
-    denoiser = build_denoiser(codec.latent_channels, network["denoiser"]).to(device)
-    ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    scheduler = build_scheduler(network["schedule"])
-    generator = torch.Generator().manual_seed(seed)
-    batch_size, max_ratio = int(cfg["batch_size"]), float(cfg.get("max_mask_ratio", 0.4))
-    weight = float(cfg.get("mask_loss_weight", 0.5))
-    posterior = bool(cfg.get("sample_posterior", False))
+    setup = prepare_denoiser(config, codec, autoencoder_network, MadAdEngine, DEFAULT_DENOISER, DEFAULT_SCHEDULE,
+                             1, device)
+    max_ratio = float(setup.cfg.get("max_mask_ratio", 0.4))
+    weight = float(setup.cfg.get("mask_loss_weight", 0.5))
 
     def loss() -> torch.Tensor:
-        z, z_t, mask, t = masked_batch(train_set, generator, batch_size, scheduler, max_ratio, posterior)
-        return mad_ad_loss(denoiser, z.to(device), z_t.to(device), mask.to(device), t.to(device), weight)[0]
+        z, z_t, mask, t = masked_batch(train_set, setup.generator, setup.batch_size, setup.scheduler, max_ratio,
+                                       setup.posterior)
+        return mad_ad_loss(setup.denoiser, z.to(device), z_t.to(device), mask.to(device), t.to(device), weight)[0]
 
-    spec = StageSpec(
-        name="mad_ad_denoiser", model=denoiser, generator=generator, loss=loss, ema=ema,
-        ema_decay=float(cfg.get("ema", 0.995)),
-        optimizer=torch.optim.AdamW(denoiser.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))),
-        lr=float(cfg["lr"]), minutes=cfg.get("minutes"), max_steps=cfg.get("max_steps"),
-        warmup_steps=int(cfg.get("warmup_steps", 50)),
-        validate=lambda: validate(ema, val_set, scheduler, max_ratio, device),
-        validate_every_minutes=float(cfg.get("validate_every_minutes", 10)))
-    result = run_stage(spec, checkpoint_path(config, out_dir, "mad_ad_denoiser"), device, resume,
-                       float(config.get("checkpoint_minutes", 5)), progress)
-    # only this engine's settings: the shared defaults file also holds the contrastive engine's
-    inference = {**DEFAULT_INFERENCE, **{k: v for k, v in (config.get("inference") or {}).items() if k in DEFAULT_INFERENCE}}
-    engine = MadAdEngine(codec, ema, network, inference, device)
-    summary = {**{k: result[k] for k in ("steps", "minutes", "seconds_per_step", "final_loss", "history")},
-               "batch_size": batch_size, "max_mask_ratio": max_ratio, "mask_loss_weight": weight,
-               **validate(ema, val_set, scheduler, max_ratio, device)}
-    return engine, summary
+    def check() -> dict:
+        return validate(setup.ema, val_set, setup.scheduler, max_ratio, device)
+
+    summary = run_denoiser(setup, "mad_ad_denoiser", loss, check, config, out_dir, resume, device, progress)
+    summary.update({"max_mask_ratio": max_ratio, "mask_loss_weight": weight, **check()})
+    return trained_engine(setup, codec, config, device), summary
 
 
 def train(config: dict, data_root, out_dir, stage: str = "all", resume: bool = False, device: str = "auto",
