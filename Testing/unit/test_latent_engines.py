@@ -124,7 +124,7 @@ def test_mad_ad_network_heads_and_gradients():
         optimizer.step()
     for part in (denoiser.body, denoiser.x0_head, denoiser.mask_head):
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
-    assert float(figures["mask_bce"]) > 0
+    assert float(figures["mask_bce"].detach()) > 0
 
 
 class _StubMadAdDenoiser(torch.nn.Module):
@@ -303,3 +303,6 @@ def test_train_command_refuses_a_stage_the_engine_does_not_have(tmp_path, capsys
                  "--out", str(tmp_path / "model")])
     assert code == 2
     assert "not a stage of the latent_ddpm engine (its stages: autoencoder, denoiser, all)" in capsys.readouterr().err
+    # without a latent recipe the default training config has no autoencoder section: a usage error
+    code = main(["train", "--engine", "mad_ad", "--data", str(tmp_path), "--out", str(tmp_path / "model")])
+    assert code == 2 and "mad-ad-t1.yaml" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from ...errors import InputError
 from ...training.cohort import prepare_cohort
 from ..base import resolve_device
 from .engine import LatentEngine
@@ -70,8 +71,9 @@ def train_latent_engine(config: dict, data_root, out_dir, stage: str, resume: bo
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
     for key in ("autoencoder", "denoiser"):
         if not isinstance(config.get(key), dict):
-            raise ValueError(f"the recipe has no '{key}' section: use a latent engine recipe "
-                             "(Resources/Models/recipes/mad-ad-t1.yaml or latent-ddpm-t1.yaml)")
+            raise InputError(None, f"the training recipe has no '{key}' section, which a latent engine needs.",
+                             "Give --config UADContrastive/Resources/Models/recipes/mad-ad-t1.yaml (or "
+                             "latent-ddpm-t1.yaml), or a copy of one.")
     started = time.perf_counter()
     device_ = resolve_device(device)
     if device_.type == "cpu":
