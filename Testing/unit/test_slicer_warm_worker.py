@@ -4,6 +4,7 @@ stand-in worker speaking `uadc worker`'s protocol (Testing/fake_worker.py), and 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -186,3 +187,31 @@ def test_worker_command_runs_the_core_worker_with_an_idle_exit():
     assert command[:4] == ["PythonSlicer", "-m", "UADContrastiveLib", "worker"]
     assert command[4:] == ["--idle-exit", f"{warm_worker.IDLE_EXIT_SECONDS:g}"]
     assert warm_worker.worker_command(python="p", idle_exit_seconds=None)[4:] == []
+
+
+SLICER_CRASHES = """
+import os, sys, time
+sys.path.insert(0, {module_dir!r})
+from UADContrastiveSlicerLib import process, warm_worker
+worker = warm_worker.WarmWorker(env=process.child_environment(),
+                                command=warm_worker.worker_command(python=sys.executable))
+worker.start()
+while not worker.ready:
+    worker.events()
+    time.sleep(0.02)
+print(worker.process.pid, flush=True)
+os._exit(0)  # no cleanup, as when Slicer crashes
+"""
+
+
+@posix_only
+def test_the_real_worker_ends_when_slicer_ends_without_cleanup():
+    """Its stdin ends with the process that held it: an idle worker exits by itself."""
+    code = SLICER_CRASHES.format(module_dir=str(REPO / "UADContrastive"))
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert parent.returncode == 0, parent.stderr[-3000:]
+    pid = int(parent.stdout.split()[-1])
+    deadline = time.monotonic() + 60
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid), "the worker outlived the process that started it"
