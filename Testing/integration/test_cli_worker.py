@@ -132,28 +132,16 @@ os._exit(0)  # no cleanup, as when Slicer crashes
 """
 
 
-def pid_alive(pid: int) -> bool:
-    """Running (zombies count as dead: a container's PID 1 may never reap them)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="follows the orphaned worker through /proc")
 def test_a_worker_whose_reader_is_gone_stops_mid_detection_and_leaves_nothing(ixi_scan, tiny_model, tmp_path):
     """Slicer crashed during a detection: the worker's next record finds no reader, and it exits."""
-    import time
+    from process_checks import wait_until_gone
 
     out = tmp_path / "out"
     arguments = [str(ixi_scan), "--out-dir", str(out), "--model", str(tiny_model), "--device", "cpu"]
     code = SLICER_CRASHES_MID_DETECTION.format(arguments=arguments, work_dir=str(tmp_path))
     parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert parent.returncode == 0, parent.stderr[-3000:]
-    pid = int(parent.stdout.split()[-1])
-    deadline = time.monotonic() + 300
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pid_alive(pid), "the worker went on with nobody to answer to"
+    assert wait_until_gone([int(parent.stdout.split()[-1])], timeout=300), \
+        "the worker went on with nobody to answer to"
     assert not [p.name for p in out.iterdir() if p.is_dir()]  # no result, no partial folder

@@ -14,7 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FAKE_WORKER = REPO / "Testing" / "fake_worker.py"
 sys.path.insert(0, str(REPO / "UADContrastive"))
+sys.path.insert(0, str(REPO / "Testing"))
 
+from process_checks import pid_alive, wait_until_gone  # noqa: E402
 from UADContrastiveSlicerLib import process, warm_worker  # noqa: E402
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process-group checks use /proc or POSIX signals")
@@ -45,15 +47,6 @@ def poll_until(run, condition, timeout: float = 60.0) -> list:
 
 def finish(run, timeout: float = 60.0) -> list:
     return poll_until(run, lambda: run.finished, timeout)
-
-
-def pid_alive(pid: int) -> bool:
-    """Running (zombies count as dead: a container's PID 1 may never reap them)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture
@@ -92,10 +85,7 @@ def test_cancel_kills_the_worker_tree_and_the_next_run_starts_a_new_one(worker, 
     assert pid_alive(leader) and pid_alive(grandchild)
 
     slow.cancel()
-    deadline = time.monotonic() + 10
-    while (pid_alive(leader) or pid_alive(grandchild)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pid_alive(leader) and not pid_alive(grandchild)
+    assert wait_until_gone([leader, grandchild], timeout=10)
     assert slow.outcome().cancelled
     assert not (tmp_path / "slow").exists()  # the run's folder is removed, as for a one-shot run
 
@@ -210,8 +200,5 @@ def test_the_real_worker_ends_when_slicer_ends_without_cleanup():
     code = SLICER_CRASHES.format(module_dir=str(REPO / "UADContrastive"))
     parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert parent.returncode == 0, parent.stderr[-3000:]
-    pid = int(parent.stdout.split()[-1])
-    deadline = time.monotonic() + 60
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pid_alive(pid), "the worker outlived the process that started it"
+    assert wait_until_gone([int(parent.stdout.split()[-1])], timeout=60), \
+        "the worker outlived the process that started it"

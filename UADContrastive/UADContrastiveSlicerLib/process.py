@@ -241,8 +241,7 @@ class DetectionRun:
     @property
     def finished(self) -> bool:
         """The child exited and everything it wrote has been read."""
-        return (self.process is not None and self.process.poll() is not None
-                and not any(t.is_alive() for t in self._threads) and self._lines.empty())
+        return exited_and_read(self.process, self._threads, self._lines)
 
     @property
     def stderr_tail(self) -> str:
@@ -300,6 +299,12 @@ def start_pumps(child: subprocess.Popen, stdout_sink, stderr_sink) -> list[threa
         thread.start()
         threads.append(thread)
     return threads
+
+
+def exited_and_read(child: subprocess.Popen | None, pumps: list[threading.Thread], lines: queue.Queue) -> bool:
+    """The child exited, its pumps read all it wrote, and nothing is left unread in `lines`."""
+    return (child is not None and child.poll() is not None
+            and not any(t.is_alive() for t in pumps) and lines.empty())
 
 
 def _pump(stream, sink) -> None:

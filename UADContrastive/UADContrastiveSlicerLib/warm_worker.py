@@ -112,8 +112,7 @@ class WarmWorker:
     @property
     def drained(self) -> bool:
         """The process exited and everything it wrote has been read."""
-        return (self.process is not None and self.process.poll() is not None
-                and not any(t.is_alive() for t in self._threads) and self._events.empty())
+        return process.exited_and_read(self.process, self._threads, self._events)
 
     @property
     def stderr_mark(self) -> int:
