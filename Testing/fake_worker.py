@@ -2,7 +2,8 @@
 for the Slicer side's tests. Run as a script: `python fake_worker.py`.
 
 The request's --model picks the behaviour: "slow" starts a grandchild and sleeps (for Cancel),
-"crash" dies mid-request; any other answers at once, writing a result folder on the input's
+"crash" dies mid-request, "bad-input" and "unknown" fail as detect and the worker report it;
+any other answers at once, writing a result folder on the input's
 grid when the input exists (the widget's input.nrrd). FAKE_WORKER_MODE=die exits before it is
 ready (a worker that cannot start); FAKE_WORKER_MODE=leave exits right after it is ready
 without reading (a worker that timed out just as a request came).
@@ -50,6 +51,15 @@ def answer(request):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         emit(stage="reconstruct", fraction=0.1, message="", child_pid=child.pid, request=rid)
         time.sleep(60)
+    if model == "bad-input":  # as detect reports an input it cannot read
+        emit(stage="info", fraction=0.0, message=f"uadc: error: {input_path}: not a 3D volume", request=rid)
+        emit(stage="done", fraction=1.0, message="0 of 1 done", outputs={input_path: None}, failed=1,
+             exit_code=2, request=rid)
+        return
+    if model == "unknown":  # as the worker reports a request that cannot run at all
+        emit(stage="error", fraction=1.0, message="unknown: is neither a model folder nor a known model name.",
+             exit_code=2, request=rid)
+        return
     if model == "crash":
         print("RuntimeError: boom in the worker", file=sys.stderr, flush=True)
         sys.exit(3)

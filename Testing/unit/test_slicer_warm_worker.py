@@ -76,6 +76,21 @@ def test_worker_starts_on_first_use_and_is_reused(worker, tmp_path):
     assert "request 2" in second.stderr_tail and "request 1" not in second.stderr_tail
 
 
+@pytest.mark.parametrize("model, message", [
+    ("bad-input", "uadc: error: in.nrrd: not a 3D volume"),
+    ("unknown", "unknown: is neither a model folder nor a known model name."),
+])
+def test_a_failed_request_is_the_runs_error_and_the_worker_stays(worker, tmp_path, model, message):
+    failed = submit(worker, tmp_path, "failed", model=model)
+    finish(failed)
+    outcome = failed.outcome("in.nrrd")
+    assert not outcome.ok and not outcome.cancelled and failed.exit_code == 2
+    assert outcome.message == message
+    after = submit(worker, tmp_path, "after")
+    finish(after)
+    assert after.outcome("in.nrrd").ok and worker.starts == 1
+
+
 @posix_only
 def test_cancel_kills_the_worker_tree_and_the_next_run_starts_a_new_one(worker, tmp_path):
     slow = submit(worker, tmp_path, "slow", model="slow")

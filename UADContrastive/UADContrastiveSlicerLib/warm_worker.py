@@ -214,7 +214,8 @@ class WorkerRun(process.DetectionRun):
         if self.one_shot:
             return super().exit_code
         if self.terminal is not None:
-            return int(self.terminal.get("exit_code", 1))
+            # every terminal record carries it; a done record without (an older core): failed inputs decide
+            return int(self.terminal.get("exit_code", 2 if self.terminal.get("failed") else 0))
         code = self.worker.process.returncode if self.worker.process else None
         return code if code else (1 if self.crashed else None)
 
