@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import signal
 import sys
 import threading
 import traceback
 
+from . import protocol
 from .commands import COMMANDS
 from .errors import InputError
 
@@ -65,5 +65,5 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report_error(args, message: str, code: int) -> None:
     if getattr(args, "json_progress", False):
-        print(json.dumps({"stage": "error", "fraction": 1.0, "message": message, "exit_code": code}), flush=True)
+        print(protocol.dumps(protocol.error_record(message, code)), end="", flush=True)
     print(f"uadc: error: {message}", file=sys.stderr)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .. import protocol
 from ..errors import InputError
+
+EXIT_SOME_FAILED = 2  # the CLI's exit code for bad input: some inputs could not be processed
 
 
 def add_parser(sub) -> None:
@@ -40,14 +43,26 @@ def _labelled(progress, label: str):
     return lambda stage, fraction, message="": progress(stage, fraction, message or label)
 
 
-def run(args) -> int:
-    from ..detection.detector import Detector, ModelLoadError
+def load_detector(model, device: str, progress, **fields):
+    """A freshly loaded model, for one run of the command (`fields`: extras for the progress record)."""
+    from ..detection.detector import Detector
+
+    progress(protocol.LOAD_MODEL, 0.0, "loading the model", **fields)
+    # The model loads in a thread while the first input is read and registered (they need no torch).
+    return Detector(model, device, background=True)
+
+
+def run(args, progress=None, detector_source=load_detector) -> int:
+    """`progress` and `detector_source(model, device, progress)` are given by `uadc worker`, which
+    keeps its model loaded between requests; the command itself reports to stdout/stderr and
+    loads the model for this run."""
+    from ..detection.detector import ModelLoadError
     from ..io import read_mask, read_volume, volume_stem
     from ..outputs.folders import check_output_root, staged_folder, write_run_summary
     from ..outputs.write import write_detection
     from ..progress import Progress
 
-    progress = Progress(json_lines=args.json_progress)
+    progress = progress or Progress(json_lines=args.json_progress)
     threshold = parse_threshold(args.threshold)
     out_root = check_output_root(Path(args.out_dir))
     if args.brain_mask and len(args.inputs) > 1:
@@ -59,9 +74,7 @@ def run(args) -> int:
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
-    progress("load model", 0.0, "loading the model")
-    # The model loads in a thread while the first input is read and registered (they need no torch).
-    detector = Detector(args.model, args.device, background=True)
+    detector = detector_source(args.model, args.device, progress)
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
@@ -86,11 +99,12 @@ def run(args) -> int:
             progress.log(f"uadc: error: {error}")
     write_run_summary(out_root, "detect", entries)
     if args.json_progress:
-        progress("done", 1.0, f"{len(entries) - failed} of {len(entries)} done",
-                 outputs={e["input"]: e.get("output") for e in entries}, failed=failed)
+        progress(protocol.DONE, 1.0, f"{len(entries) - failed} of {len(entries)} done",
+                 outputs={e["input"]: e.get("output") for e in entries}, failed=failed,
+                 exit_code=EXIT_SOME_FAILED if failed else 0)
     progress.close()
     for entry in entries:
         if entry["status"] == "ok":
             print(f"{entry['input']}: {entry['components']} anomalous region(s), "
                   f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
-    return 2 if failed else 0
+    return EXIT_SOME_FAILED if failed else 0
