@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from UADContrastiveLib.cli import main
+from UADContrastiveLib.evaluation.protocol import shipped_model_names
 from UADContrastiveLib.io import same_grid
 from UADContrastiveLib.zoo import DEFAULT_MODEL, read_card, resolve_model
 
@@ -50,11 +51,7 @@ def test_demo_finds_the_inserted_lesion(tmp_path):
     assert np.isclose(summary["found"]["dice"], 2 * (found & lesion).sum() / (found.sum() + lesion.sum()), atol=1e-3)
 
 
-SHIPPED = [m["name"] for m in __import__("UADContrastiveLib.zoo.registry", fromlist=["list_models"]).list_models()
-           if m["source"] == "shipped"]
-
-
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", shipped_model_names())
 def test_every_shipped_model_detects_on_a_held_out_ixi_head(name, shared_data, tmp_path):
     """Each engine behind the one contract: same outputs, on the input's grid, calibrated thresholds."""
     from UADContrastiveLib.datasets import is_validation
