@@ -60,8 +60,9 @@ def run(args) -> int:
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
     progress("load model", 0.0, "loading the model")
-    # The model loads in a thread while the first input is read and registered (they need no torch).
-    detector = Detector(args.model, args.device, background=True)
+    # The model loads in a thread while the first input is read and registered (they need no torch);
+    # this process only detects, so MONAI is imported without its optional packages.
+    detector = Detector(args.model, args.device, background=True, lean_imports=True)
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")

@@ -30,11 +30,21 @@ class ModelLoadError(Exception):
         self.error = error
 
 
-def _load_engine(model_dir: Path, device: str):
-    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights)."""
-    from ..engines import load_engine, resolve_device
+def _load_engine(model_dir: Path, device: str, lean_imports: bool = False):
+    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights).
 
-    resolved = resolve_device(device)
+    lean_imports: import the engine's code without the optional packages MONAI would pull in
+    (see lean_imports; 2 CPU s less). Only for processes that run nothing but detection, such as
+    `uadc detect`: in them MONAI's scipy- or pandas-based features stay unavailable."""
+    from ..engines import engine_class, load_engine, resolve_device
+
+    resolved = resolve_device(device)  # imports torch, with everything importable
+    if lean_imports:
+        from ..lean_imports import import_lean
+        from ..zoo import ModelCard
+
+        engine = ModelCard.read(model_dir).engine
+        import_lean(lambda: engine_class(engine))
     return load_engine(model_dir, resolved), str(resolved)
 
 
@@ -77,9 +87,11 @@ class Detector:
     background=True loads the engine (importing torch and MONAI, reading the weights: about
     2-3 s on a laptop CPU) in a thread, so that it overlaps the first volume's reading and
     registration, which need neither; `engine` and `device` wait for it. Errors of the load
-    are raised where they are first needed, as ModelLoadError (see `engine`)."""
+    are raised where they are first needed, as ModelLoadError (see `engine`). lean_imports: see
+    _load_engine (for processes that only detect)."""
 
-    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False):
+    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False,
+                 lean_imports: bool = False):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
 
@@ -88,9 +100,9 @@ class Detector:
         self._loading = None
         self._summary = None
         if background:
-            self._loading = _in_background(_load_engine, self.model_dir, device)
+            self._loading = _in_background(_load_engine, self.model_dir, device, lean_imports)
         else:
-            self._engine, self._device = _load_engine(self.model_dir, device)
+            self._engine, self._device = _load_engine(self.model_dir, device, lean_imports)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
         # files listed in the card are checked against their sha256 by load_engine
