@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 from UADContrastiveLib.lean_imports import import_lean, skipping_imports
-from UADContrastiveLib.preprocess.pipeline import fill_holes, no_finer_than
+from UADContrastiveLib.preprocess.pipeline import Pyramid, coarser, fill_holes, no_finer_than
+from UADContrastiveLib.preprocess.templates import ModelGrid, Template
 
 
 @pytest.mark.parametrize("density", [0.45, 0.55, 0.65, 0.75])
@@ -72,3 +73,15 @@ def test_a_library_that_needs_a_skipped_package_is_imported_again_in_full(tmp_pa
     module = import_lean(lambda: importlib.import_module("uadc_needs_it"), prefixes=("uadc_needs_it",),
                          names=("uadc_optional_pkg",))
     assert module.VALUE == 2 and "uadc_optional_pkg" in sys.modules
+
+
+def test_registration_levels_are_made_once_and_no_axis_goes_coarser_than_the_level():
+    image = sitk.GaussianSource(sitk.sitkFloat32, [40, 40, 12], sigma=[8.0] * 3, mean=[20.0, 20.0, 6.0])
+    image.SetSpacing((1.0, 1.0, 3.0))
+    level = coarser(image, 4.0)
+    assert level.GetSpacing() == pytest.approx((4.0, 4.0, 3.0))  # the 3 mm axis is not averaged
+    pyramid = Pyramid(image)
+    assert pyramid.level(2) is pyramid.level(2) and pyramid.level(1) is pyramid.image
+    template = Template(image, image, ModelGrid())
+    assert template.pyramid("head") is template.pyramid("head")
+    assert template.brain is template.brain
