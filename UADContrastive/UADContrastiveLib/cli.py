@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+_AS_PROGRAM = False
+
+
+def running_as_program() -> bool:
+    """True when this process is `uadc` itself (run_and_exit), which ends when the command does;
+    False for in-process callers of main() (tests, scripts, the Slicer module's Python)."""
+    return _AS_PROGRAM
+
+
 def run_and_exit(argv: list[str] | None = None) -> None:
     """`uadc` as a program (the console script and `python -m UADContrastiveLib`): main(), then
     end the process without the interpreter's teardown.
@@ -75,6 +84,8 @@ def run_and_exit(argv: list[str] | None = None) -> None:
     here so nothing the user should see is lost. In-process callers (tests, scripts) call main()."""
     import atexit
 
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     code = main(argv)
     try:
         atexit._run_exitfuncs()  # noqa: SLF001 - the handlers a normal exit would run (logging, tqdm)

@@ -41,28 +41,33 @@ def _labelled(progress, label: str):
 
 
 def run(args) -> int:
+    from ..cli import running_as_program
     from ..detection.detector import Detector, ModelLoadError
-    from ..io import read_mask, read_volume, volume_stem
-    from ..outputs.folders import check_output_root, staged_folder, write_run_summary
-    from ..outputs.write import write_detection
     from ..progress import Progress
 
     progress = Progress(json_lines=args.json_progress)
     threshold = parse_threshold(args.threshold)
+    progress("load model", 0.0, "loading the model")
+    # The model (torch, MONAI, weights: the slowest part of start-up) loads in a thread from here
+    # on; the image libraries' imports, the checks below and the first input's reading and
+    # registration run beside it. A refusal below still comes before any input is read. MONAI
+    # is imported without its optional packages when this process is `uadc` itself, which ends
+    # after detecting (an in-process caller may need the rest of MONAI later).
+    detector = Detector(args.model, args.device, background=True, lean_imports=running_as_program())
+    from ..io import read_mask, read_volume, volume_stem
+    from ..outputs.folders import check_output_root, staged_folder, write_run_summary
+    from ..outputs.write import write_detection
+
     out_root = check_output_root(Path(args.out_dir))
     if args.brain_mask and len(args.inputs) > 1:
         raise InputError(args.brain_mask, "--brain-mask applies to one input; run the inputs one at a time.")
     stems = [volume_stem(p) for p in args.inputs]
     if len(set(stems)) != len(stems):
         raise InputError(None, f"two inputs share an output name ({stems}); run them into different --out-dir.")
-    for stem in stems:  # refuse early, before the model loads
+    for stem in stems:  # refuse early, before any input is read
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
-    progress("load model", 0.0, "loading the model")
-    # The model loads in a thread while the first input is read and registered (they need no torch);
-    # this process only detects, so MONAI is imported without its optional packages.
-    detector = Detector(args.model, args.device, background=True, lean_imports=True)
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")

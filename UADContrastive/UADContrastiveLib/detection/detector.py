@@ -11,15 +11,19 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import SimpleITK as sitk
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..io import image_like
-from ..preprocess.checked import preprocess_checked
-from ..preprocess.pipeline import Preprocessed
-from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
+
+if TYPE_CHECKING:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..preprocess.pipeline import Preprocessed
+
+# numpy, SimpleITK, scipy (through preprocessing) are imported where they are used, not here:
+# `uadc detect` imports this module and starts the model load (the slowest part of start-up)
+# at once, and those imports then run beside it instead of before it.
 
 
 class ModelLoadError(Exception):
@@ -94,6 +98,7 @@ class Detector:
                  lean_imports: bool = False):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
+        from .residual_stats import STATS_FILE, load_residual_stats
 
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
@@ -135,13 +140,20 @@ class Detector:
 
     def model_residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
         """The engine's residual, as a z-score against healthy residuals when the model has them."""
+        from .residual_stats import residual_zscore
+
         residual = self.engine.residual(volume, healthy)
         return residual if self.residual_stats is None else residual_zscore(residual, self.residual_stats)
 
     def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
             min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
             source: str | None = None) -> Detection:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from ..io import image_like
         from ..postprocess.components import threshold_components
+        from ..preprocess.checked import preprocess_checked
 
         report = progress or (lambda stage, fraction, message="": None)
         timings = {}
