@@ -15,6 +15,8 @@ tolerance: the lines then say DIFF, and the summary gives the means.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -96,7 +98,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         inputs = cases(args.data, work, args.heads, args.lesions)
-        code = cli.main(["detect", *(str(p) for p, _ in inputs), "--out-dir", str(work / "out"), "--no-overview"])
+        log = io.StringIO()  # the progress bars; only uadc's own lines (warnings, errors) are shown
+        with contextlib.redirect_stderr(log):
+            code = cli.main(["detect", *(str(p) for p, _ in inputs), "--out-dir", str(work / "out"), "--no-overview"])
+        print("".join(line for line in log.getvalue().splitlines(keepends=True) if line.startswith("uadc:")), end="")
         if code:
             return code
         failures, brain_dices, auprcs = 0, [], []
