@@ -110,6 +110,10 @@ class QObject:
         """Old-style PythonQt connection: widget.connect("clicked(bool)", slot)."""
         getattr(self, signature.split("(")[0]).connect(slot)
 
+    def disconnect(self, signature, slot):
+        """Old-style PythonQt disconnection (ScriptedLoadableModuleWidget does it once unloaded)."""
+        getattr(self, signature.split("(")[0]).disconnect(slot)
+
     def findChildren(self, cls=None):
         found = []
         for child in self._children:

@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from UADContrastiveSlicerLib import dependencies, options, process
+from UADContrastiveSlicerLib import dependencies, options, process, warm_worker
 from UADContrastiveSlicerLib import scene as scene_logic
 from UADContrastiveSlicerLib.stages import StageProgress
 
@@ -43,7 +43,8 @@ RETHRESHOLD_DELAY_MS = 120
 THRESHOLD_LIMIT = 1.0e6
 MIN_SIZE_LIMIT_MM3 = 5000.0
 # Submodules reloaded by onReload, dependencies first.
-SLICER_LIB_MODULES = ("core", "geometry", "segments", "options", "process", "stages", "dependencies", "scene", "layout")
+SLICER_LIB_MODULES = ("core", "geometry", "segments", "options", "process", "warm_worker", "stages", "dependencies",
+                      "scene", "layout")
 NOT_OBSERVED = object()  # no input seen yet: the first parameter-node update refreshes everything
 
 
@@ -150,8 +151,11 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         registerLayout()  # also when the module is (re)loaded after Slicer started
 
     def cleanup(self) -> None:
+        """Slicer calls this when the module is unloaded: on application exit and on reload."""
         if self._run is not None:
             self._run.cancel()
+        if self.logic is not None:
+            self.logic.stopWorker()  # no detection process outlives the module
         self._pollTimer.stop()
         self._rethresholdTimer.stop()
         self.removeObservers()
@@ -476,6 +480,7 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleLogic.__init__(self, parent)
+        self._worker = None  # the warm detection process, started by the first detection
         # One AnomalyResults per map node: it keeps the thresholder (crop, labelling) that
         # makes a slider move cost milliseconds instead of recomputing from scratch.
         self._resultsCache = {}
@@ -518,18 +523,37 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
         return options.device_choices(env=env)
 
     def startDetection(self, inputVolume, model: str, device: str):
-        """Write the input to a private temp folder and start the detection there."""
+        """Write the input to a private temp folder and start the detection there: in the warm
+        worker when it can run here, else in a one-shot process."""
         workDir = process.make_work_dir()
         try:
             inputPath = scene_logic.write_input_volume(inputVolume, workDir / process.INPUT_NAME)
-            command = process.detect_command(inputPath, workDir / "out", model, device, None)
-            run = process.DetectionRun(command, workDir, env=process.child_environment(self.childBaseEnvironment()))
+            arguments = process.detect_arguments(inputPath, workDir / "out", model, device, None)
+            worker = self.detectionWorker()
+            if worker is not None:
+                run = warm_worker.WorkerRun(worker, arguments, workDir)
+            else:
+                run = process.DetectionRun(process.core_command("detect", arguments), workDir,
+                                           env=process.child_environment(self.childBaseEnvironment()))
             run.start()
         except Exception:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
-        logging.info("UADContrastive: %s", " ".join(command))
+        logging.info("UADContrastive: %s%s", " ".join(run.command),
+                     " (in the warm worker)" if worker is not None and not run.one_shot else "")
         return run, inputPath
+
+    def detectionWorker(self):
+        """The warm worker (a process object; the process starts with the first request), or
+        None when a worker could not start here before: then one-shot processes run."""
+        if self._worker is None:
+            self._worker = warm_worker.WarmWorker(env=process.child_environment(self.childBaseEnvironment()))
+        return None if self._worker.broken else self._worker
+
+    def stopWorker(self) -> None:
+        """End the warm worker, if one runs (module unloaded, Slicer exiting)."""
+        if self._worker is not None:
+            self._worker.stop()
 
     @staticmethod
     def childBaseEnvironment() -> dict:
@@ -592,7 +616,7 @@ class UADContrastiveLogic(ScriptedLoadableModuleLogic):
             self.applyReportDefaults(p, results)
             return results
         finally:
-            if run.process.poll() is None:
+            if not run.finished:  # timed out: stop it (a warm worker too: the next run starts another)
                 run.cancel()
             run.cleanup()
 
@@ -674,7 +698,10 @@ class UADContrastiveTest(ScriptedLoadableModuleTest):
         p.device = "auto"
 
         self.delayDisplay("Running the detection (minutes on a CPU)")
-        results = logic.runDetectionBlocking(p)
+        try:
+            results = logic.runDetectionBlocking(p)
+        finally:
+            logic.stopWorker()  # this logic is the test's own: its worker ends with it
 
         inputArray = slicer.util.arrayFromVolume(inputVolume)
         for node in (results.healthy_node, results.map_node):

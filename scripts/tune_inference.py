@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,17 @@ from UADContrastiveLib.preprocess.templates import load_template
 from UADContrastiveLib.training import slice_cache
 from UADContrastiveLib.zoo.card import ModelCard
 
-VARIANTS = {
-    "t250-500-750 whole": {"timesteps": [250, 500, 750], "patch_size": 0},
-    "t500-750-900 whole": {"timesteps": [500, 750, 900], "patch_size": 0},
-    "t250-500-750 tiles48": {"timesteps": [250, 500, 750], "patch_size": 48, "patch_stride": 48},
-    "t500-750-900 tiles48": {"timesteps": [500, 750, 900], "patch_size": 48, "patch_stride": 48},
-}
+DEFAULT_VARIANTS = ["t250-500-750 whole", "t500-750-900 whole", "t250-500-750 tiles48", "t500-750-900 tiles48"]
+VARIANT_PATTERN = re.compile(r"t(\d+(?:-\d+)*) (whole|tiles(\d+))")
+
+
+def variant_settings(name: str) -> dict:
+    """"t250-500 whole" -> timesteps [250, 500], whole slices; "t250 tiles48" -> 48 px tiles, stride 48."""
+    match = VARIANT_PATTERN.fullmatch(name)
+    if match is None:
+        raise SystemExit(f"variant {name!r} is not of the form 't250-500-750 whole' or 't250 tiles48'")
+    patch = int(match.group(3) or 0)
+    return {"timesteps": [int(t) for t in match.group(1).split("-")], "patch_size": patch, "patch_stride": patch}
 
 
 def model_grid_case(case: dict, template, cache: Path) -> dict:
@@ -59,7 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--cases", required=True, type=Path)
     parser.add_argument("--stats-subjects", type=int, default=8)
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     cache = args.cases.parent / "model_grid"
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
     results = {}
     for name in args.variants:
         engine = copy.copy(base)
-        engine.inference = {**base.inference, **VARIANTS[name]}
+        engine.inference = {**base.inference, **variant_settings(name)}
         start = time.perf_counter()
         stats = compute_residual_stats(engine, healthy)
         rows = []

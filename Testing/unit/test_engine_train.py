@@ -77,6 +77,16 @@ def test_train_all_writes_verified_model_folder(tmp_path):
     assert all(torch.equal(trained[k], again[k]) for k in trained)  # the same EMA weights
 
 
+def test_unconditioned_ablation_trains_without_an_encoder(tmp_path):
+    """The ddpm-t1 ablation: same trainer, `conditioned: false` -> no encoder stage, no encoder file."""
+    cfg = config(tmp_path, conditioned=False)
+    training.train(cfg, None, tmp_path / "model", "all", device="cpu")
+    card = zoo.verify_model(tmp_path / "model").to_dict()
+    assert set(card["files"]) == {"unet.pt"} and card["network"]["conditioned"] is False
+    assert card["network"]["unet"]["latent_dim"] == 0 and "Unconditioned" in card["description"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["diffusion.ckpt.pt"]
+
+
 def test_resume_equals_uninterrupted_training(tmp_path):
     straight = config(tmp_path / "a", conditioned=False)
     training.train(straight, None, tmp_path / "a" / "model", "diffusion", device="cpu")
@@ -167,6 +177,10 @@ def test_recipe_is_a_training_config_and_names_no_unknown_engine():
     recipe = SHIPPED_MODELS / "recipes" / "contrastive-diffusion-t1.yaml"
     config = load_config(recipe)
     assert config["diffusion"]["network"]["unet"]["conditioning"] == "film"
+    ablation = load_config(SHIPPED_MODELS / "recipes" / "ddpm-t1.yaml")
+    assert ablation["diffusion"]["conditioned"] is False and ablation["diffusion"]["network"]["unet"]["latent_dim"] == 0
+    same = ("noise", "noise_octaves", "noise_persistence", "patch", "batch_size", "lr", "ema", "t_range")
+    assert {k: ablation["diffusion"][k] for k in same} == {k: config["diffusion"][k] for k in same}
     assert config.get("engine", "contrastive_diffusion") in ENGINES
     args = build_parser().parse_args(["train", "--config", str(recipe), "--data", "d", "--out", "o"])
     assert args.engine is None and args.config == str(recipe)

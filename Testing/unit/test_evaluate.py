@@ -120,3 +120,21 @@ def test_report_files(tmp_path):
     assert f"{np.mean(dice_values):.3f} ±" in report
     assert "| case2 | brats |" in report and "![" in report
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_protocol_table_gives_each_engine_its_means_speed_and_training_time():
+    from UADContrastiveLib.evaluation.protocol import table_markdown, table_rows
+
+    def rows(dataset, auprcs, seconds):
+        return [{"dataset": dataset, "auprc": a, "dice": a / 2, "best_dice": a, "fp_fraction": None, "seconds": s}
+                for a, s in zip(auprcs, seconds)]
+
+    results = {"engine-a 0.1": {"report_real_shapes": rows("report_real_shapes", [0.2, 0.4], [3.0, 5.0])},
+               "atlas 0.2": {"report_real_shapes": rows("report_real_shapes", [0.1, 0.3], [1.0, 2.0])}}
+    table = table_rows(results, {"engine-a 0.1": 116.0})
+    by_model = {r["model"]: r for r in table}
+    assert by_model["engine-a 0.1"]["auprc"] == 0.3 and by_model["engine-a 0.1"]["seconds_per_volume"] == 4.0
+    assert by_model["engine-a 0.1"]["training_minutes"] == 116.0 and by_model["atlas 0.2"]["training_minutes"] is None
+    markdown = table_markdown(table, "report")
+    assert "| report_real_shapes | engine-a 0.1 | 2 | 0.300 | 0.150 | 0.300 | n/a | 4.0 | 116.0 |" in markdown
+    assert "REAL lesion shapes" in markdown  # the data and modality are named beside the figures

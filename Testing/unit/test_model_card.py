@@ -87,12 +87,12 @@ def test_another_model_grid_is_honoured_and_an_unknown_template_refused(tmp_path
 
 
 def test_registry_maps_every_engine_name_to_an_engine():
-    assert set(ENGINES) >= {"contrastive_diffusion", "zscore_atlas"}
+    assert set(ENGINES) >= {"contrastive_diffusion", "zscore_atlas", "mad_ad", "latent_ddpm"}
     for name in ENGINES:
         cls = engine_class(name)
         assert issubclass(cls, Engine) and cls.name == name
-    with pytest.raises(ModelError, match="unknown engine 'mad_ad'"):
-        engine_class("mad_ad")
+    with pytest.raises(ModelError, match="unknown engine 'anogan'"):
+        engine_class("anogan")
 
 
 def test_engine_defines_its_residual_once():

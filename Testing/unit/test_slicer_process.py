@@ -12,7 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "UADContrastive"))
+sys.path.insert(0, str(REPO / "Testing"))
 
+from process_checks import pid_alive, wait_until_gone  # noqa: E402
 from UADContrastiveSlicerLib import process  # noqa: E402
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process-group checks use /proc or POSIX signals")
@@ -42,15 +44,6 @@ def poll_until_finished(run: process.DetectionRun, timeout: float = 20.0) -> lis
         assert time.monotonic() < deadline, "child did not finish"
         time.sleep(0.02)
     return events + run.poll()
-
-
-def pid_alive(pid: int) -> bool:
-    """Running (zombies count as dead: a container's PID 1 may never reap them)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -169,11 +162,7 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
     assert pid_alive(leader) and pid_alive(grandchild)
 
     run.cancel()
-    deadline = time.monotonic() + 5
-    while (pid_alive(leader) or pid_alive(grandchild)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pid_alive(leader)
-    assert not pid_alive(grandchild)
+    assert wait_until_gone([leader, grandchild], timeout=5)
     assert run.outcome().cancelled
 
 

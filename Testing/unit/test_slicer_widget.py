@@ -94,6 +94,12 @@ def feed(run, count):
 
 @pytest.fixture()
 def env(monkeypatch, tmp_path):
+    yield from widget_env(monkeypatch, lambda module: type(
+        "UADContrastiveLogic", (ReplayLogic, module.UADContrastiveLogic), {})(tmp_path))
+
+
+def widget_env(monkeypatch, make_logic):
+    """The module's widget set up and entered, with the logic `make_logic(module)` returns."""
     pytest.importorskip("slicer", reason="slicer-core wheel not installed")
     pytest.importorskip("SimpleITK")
     with standins.isolated_modules():
@@ -113,7 +119,7 @@ def env(monkeypatch, tmp_path):
         monkeypatch.setattr(module.dependencies, "SLICER_PYTHON_VERSION", "3.9")  # this test's Python
         monkeypatch.setattr(module.options, "model_choices",
                             lambda: [module.options.ModelChoice("tiny-test", "tiny-test (T1)", {})])
-        logic = type("UADContrastiveLogic", (ReplayLogic, module.UADContrastiveLogic), {})(tmp_path)
+        logic = make_logic(module)
         widget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
         widget.setup()
         widget.enter()
@@ -360,3 +366,84 @@ def test_closing_the_scene_drops_the_results(env):
     assert not env.logic._resultsCache
     assert env.widget._parameterNode is not None and env.widget._parameterNode.inputVolume is None
     assert env.ui.resultsLabel.text == "No results yet." and not env.ui.detectButton.enabled
+
+
+# ----------------------------------------------------------------------------- the warm worker
+FAKE_WORKER = TESTING / "fake_worker.py"  # speaks `uadc worker`'s protocol in milliseconds
+
+
+@pytest.fixture()
+def worker_env(monkeypatch):
+    """The module's real logic (input written, results loaded), its warm worker running the
+    protocol stand-in instead of `uadc worker` (no torch, no model)."""
+    def real_logic(module):
+        monkeypatch.setattr(module.warm_worker, "worker_command",
+                            lambda *args, **kwargs: [sys.executable, str(FAKE_WORKER)])
+        logic = module.UADContrastiveLogic()
+        logic.deviceChoices = lambda: module.options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+        logic.showResults = lambda results, opacity: None  # the layout needs Slicer's views
+        return logic
+
+    yield from widget_env(monkeypatch, real_logic)
+
+
+def run_until_done(env, timeout=60.0):
+    """Let the poll timer tick (as Slicer's event loop would) until the run has ended."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while env.widget._run is not None:
+        assert time.monotonic() < deadline, "the detection did not end"
+        env.widget._pollTimer.fire()
+        time.sleep(0.02)
+    assert not env.errors, env.errors
+
+
+def poll_until_acknowledged(env, run, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not run.acknowledged:
+        assert time.monotonic() < deadline, "the worker never took the request"
+        env.widget._pollTimer.fire()
+        time.sleep(0.02)
+
+
+def worker_pid(env):
+    return env.logic._worker.process.pid
+
+
+def test_detections_share_one_warm_worker_and_cancel_or_unload_end_it(worker_env):
+    env = worker_env
+    add_volume(env, "T1")
+    env.widget.enter()
+    assert env.logic._worker is None  # nothing is started before the first detection
+
+    env.ui.detectButton.click()
+    assert env.ui.detectButton.text == "Cancel"
+    run_until_done(env)
+    assert segment_count(env) == 27 and env.ui.stageLabel.text == "Done."
+    worker = env.logic._worker
+    first_pid = worker_pid(env)
+
+    env.ui.detectButton.click()  # the second detection: the same process, model kept loaded
+    run_until_done(env)
+    assert worker_pid(env) == first_pid and worker.starts == 1 and worker.alive
+
+    env.widget._parameterNode.model = "slow"  # the stand-in worker then runs until cancelled
+    env.ui.detectButton.click()
+    run = env.widget._run
+    poll_until_acknowledged(env, run)
+    env.ui.detectButton.click()  # Cancel
+    assert env.widget._run is None and "Cancelled" in env.ui.stageLabel.text
+    assert not worker.alive and not run.work_dir.exists()
+    assert not env.ui.progressBar.visible
+
+    env.widget._parameterNode.model = "tiny-test"
+    env.ui.detectButton.click()  # after Cancel: a new worker
+    run_until_done(env)
+    assert worker.starts == 2 and worker_pid(env) != first_pid and segment_count(env) == 27
+
+    # Slicer unloads every module on exit (and on reload): the widget's cleanup ends the worker.
+    env.slicer.app.moduleManager().moduleAboutToBeUnloaded.emit("UADContrastive")
+    assert not worker.alive and worker.process.returncode == 0  # asked to quit, not killed

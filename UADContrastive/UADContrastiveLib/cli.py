@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
 import threading
 import traceback
 
+from . import protocol
 from .commands import COMMANDS
 from .errors import InputError
 
@@ -98,5 +98,5 @@ def run_and_exit(argv: list[str] | None = None) -> None:
 
 def _report_error(args, message: str, code: int) -> None:
     if getattr(args, "json_progress", False):
-        print(json.dumps({"stage": "error", "fraction": 1.0, "message": message, "exit_code": code}), flush=True)
+        print(protocol.dumps(protocol.error_record(message, code)), end="", flush=True)
     print(f"uadc: error: {message}", file=sys.stderr)

@@ -14,8 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .outputs.names import IMAGE_EXTENSIONS, volume_stem  # noqa: F401 - io is where callers look for them
 
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".dcm")
 # Refuse a header whose voxel data would need more than this share of free memory.
 MAX_MEMORY_SHARE = 0.5
 MIN_VOXELS_PER_AXIS = 8
@@ -25,16 +25,6 @@ NONFINITE_FILL = 0.0
 NONFINITE_KEY = "UADC_nonfinite_voxels"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-def volume_stem(path: str | Path) -> str:
-    """Name without image extension (`t1` for `t1.nii.gz`); a DICOM folder's own name."""
-    path = Path(path)
-    name = path.name
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem if path.is_file() else name
 
 
 def available_memory_bytes() -> int:

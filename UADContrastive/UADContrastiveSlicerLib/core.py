@@ -8,6 +8,14 @@ only on first use).
 from __future__ import annotations
 
 
+def protocol():
+    """The JSON-lines records and worker requests shared with `uadc detect` and `uadc worker`
+    (standard library only: safe to load in Slicer's GUI process)."""
+    from UADContrastiveLib import protocol
+
+    return protocol
+
+
 def model_zoo():
     """The model registry: list_models(), read_card(path), model_dirs()."""
     from UADContrastiveLib import zoo

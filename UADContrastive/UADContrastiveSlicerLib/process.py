@@ -4,6 +4,7 @@ Pure Python (no slicer, no Qt): the widget polls DetectionRun.poll() from a qt.Q
 so the GUI never blocks, and the same class is tested with real subprocesses.
 Why a separate process: torch inference would freeze Slicer's GUI thread, a crash or
 CUDA out-of-memory in the model cannot take Slicer down, and Cancel can simply kill it.
+This is the one-shot process (one per detection); warm_worker keeps one process for many.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from UADContrastiveSlicerLib import core
 
 # The folder holding the UADContrastiveLib package (the module's folder): put on the
 # child's PYTHONPATH, because an installed extension's scripted-module folder is on
@@ -87,18 +90,29 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
+def core_command(command: str, arguments: list[str], python: str | None = None) -> list[str]:
+    """`uadc COMMAND ARGUMENTS...` run by Slicer's Python."""
+    return [python or python_executable(), "-m", "UADContrastiveLib", command, *map(str, arguments)]
+
+
+def detect_arguments(input_path, out_dir, model: str, device: str, min_size_mm3: float | None,
+                     uncertainty: bool = False) -> list[str]:
+    """The arguments of `uadc detect` for one run: a one-shot command line or a worker request."""
+    arguments = [str(input_path), "--out-dir", str(out_dir), "--device", device, "--threshold", "auto",
+                 "--json-progress", "--overwrite"]
+    if model:
+        arguments += ["--model", model]
+    if min_size_mm3 is not None:
+        arguments += ["--min-size", f"{float(min_size_mm3):g}"]
+    if uncertainty:
+        arguments.append("--uncertainty")
+    return arguments
+
+
 def detect_command(input_path, out_dir, model: str, device: str, min_size_mm3: float | None,
                    uncertainty: bool = False, python: str | None = None) -> list[str]:
-    command = [python or python_executable(), "-m", "UADContrastiveLib", "detect", str(input_path),
-               "--out-dir", str(out_dir), "--device", device, "--threshold", "auto",
-               "--json-progress", "--overwrite"]
-    if model:
-        command += ["--model", model]
-    if min_size_mm3 is not None:
-        command += ["--min-size", f"{float(min_size_mm3):g}"]
-    if uncertainty:
-        command.append("--uncertainty")
-    return command
+    return core_command("detect", detect_arguments(input_path, out_dir, model, device, min_size_mm3, uncertainty),
+                        python)
 
 
 def child_environment(base: dict | None = None) -> dict:
@@ -198,12 +212,7 @@ class DetectionRun:
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=self.env, cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
             bufsize=1, **child_process_options())
-        # Reader threads: pipes must be drained continuously or the child blocks on a full
-        # pipe; the GUI thread only ever looks at the queue.
-        for stream, sink in ((self.process.stdout, self._lines.put), (self.process.stderr, self._stderr.append)):
-            thread = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._threads = start_pumps(self.process, self._lines.put, self._stderr.append)
 
     def poll(self) -> list[ProgressEvent]:
         """Progress events that arrived since the last call (never blocks)."""
@@ -216,19 +225,23 @@ class DetectionRun:
             event = parse_progress_line(line)
             if event is None:
                 continue
-            if event.stage == "done":
-                self.done_record = event.record
-            elif event.stage == "error" or event.message.startswith("uadc: error"):
-                self.error_messages.append(event.message)
-            self.last_event = event
+            self._note(event)
             events.append(event)
         return events
+
+    def _note(self, event: ProgressEvent) -> None:
+        """Keep what the outcome needs: the done record and the error messages."""
+        protocol = core.protocol()
+        if event.stage == protocol.DONE:
+            self.done_record = event.record
+        elif event.stage == protocol.ERROR or event.message.startswith("uadc: error"):
+            self.error_messages.append(event.message)
+        self.last_event = event
 
     @property
     def finished(self) -> bool:
         """The child exited and everything it wrote has been read."""
-        return (self.process is not None and self.process.poll() is not None
-                and not any(t.is_alive() for t in self._threads) and self._lines.empty())
+        return exited_and_read(self.process, self._threads, self._lines)
 
     @property
     def stderr_tail(self) -> str:
@@ -241,13 +254,17 @@ class DetectionRun:
             thread.join(timeout=5)
         return self.poll()
 
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.returncode if self.process else None
+
     def outcome(self, input_path: str | Path | None = None) -> Outcome:
         if self.cancelled:
             return Outcome(False, message="Cancelled.", cancelled=True)
-        code = self.process.returncode if self.process else None
+        code = self.exit_code
         if code == 0:
             return Outcome(True, self._result_dir(input_path))
-        message = (self.error_messages[-1] if self.error_messages else "") or _last_lines(self.stderr_tail)
+        message = (self.error_messages[-1] if self.error_messages else "") or last_lines(self.stderr_tail)
         message = message or f"The detection stopped with exit code {code}."
         return Outcome(False, message=message, advice=advice_for_error(message + "\n" + self.stderr_tail))
 
@@ -273,6 +290,23 @@ class DetectionRun:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
+def start_pumps(child: subprocess.Popen, stdout_sink, stderr_sink) -> list[threading.Thread]:
+    """Reader threads: pipes must be drained continuously or the child blocks on a full pipe;
+    the GUI thread only ever looks at what the sinks collected."""
+    threads = []
+    for stream, sink in ((child.stdout, stdout_sink), (child.stderr, stderr_sink)):
+        thread = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def exited_and_read(child: subprocess.Popen | None, pumps: list[threading.Thread], lines: queue.Queue) -> bool:
+    """The child exited, its pumps read all it wrote, and nothing is left unread in `lines`."""
+    return (child is not None and child.poll() is not None
+            and not any(t.is_alive() for t in pumps) and lines.empty())
+
+
 def _pump(stream, sink) -> None:
     try:
         for line in iter(stream.readline, ""):
@@ -283,6 +317,6 @@ def _pump(stream, sink) -> None:
         stream.close()
 
 
-def _last_lines(text: str, count: int = 3) -> str:
+def last_lines(text: str, count: int = 3) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(lines[-count:])

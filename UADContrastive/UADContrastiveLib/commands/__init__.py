@@ -5,4 +5,4 @@
 
 `cli` builds the parser from COMMANDS and dispatches to the chosen module's `run`.
 """
-COMMANDS = ("detect", "preprocess", "train", "calibrate", "evaluate", "models", "demo", "template")
+COMMANDS = ("detect", "preprocess", "train", "calibrate", "evaluate", "models", "demo", "template", "worker")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .. import protocol
 from ..errors import InputError
+
+EXIT_SOME_FAILED = 2  # the CLI's exit code for bad input: some inputs could not be processed
 
 
 def add_parser(sub) -> None:
@@ -40,34 +43,55 @@ def _labelled(progress, label: str):
     return lambda stage, fraction, message="": progress(stage, fraction, message or label)
 
 
-def run(args) -> int:
+def load_detector(model, device: str, progress, lean_imports: bool = False, **fields):
+    """A freshly loaded model, for one run of the command (`fields`: extras for the progress record).
+
+    The model (torch, MONAI, weights: the slowest part of start-up) loads in a thread while the
+    image libraries are imported and the first input is read and registered (they need no torch).
+    lean_imports: MONAI without its optional packages (see Detector), for a process that ends
+    after detecting."""
+    from ..detection.detector import Detector
+
+    progress(protocol.LOAD_MODEL, 0.0, "loading the model", **fields)
+    return Detector(model, device, background=True, lean_imports=lean_imports)
+
+
+def _load_for_this_run(model, device: str, progress):
+    """The command's own model load: lean imports when this process is `uadc` itself, which ends
+    when the command does (an in-process caller of cli.main may need the rest of MONAI later)."""
     from ..cli import running_as_program
-    from ..detection.detector import Detector, ModelLoadError
+
+    return load_detector(model, device, progress, lean_imports=running_as_program())
+
+
+def run(args, progress=None, detector_source=_load_for_this_run) -> int:
+    """`progress` and `detector_source(model, device, progress)` are given by `uadc worker`, which
+    keeps its model loaded between requests; the command itself reports to stdout/stderr and
+    loads the model for this run."""
+    from ..outputs.folders import check_output_root
+    from ..outputs.names import volume_stem
     from ..progress import Progress
 
-    progress = Progress(json_lines=args.json_progress)
+    # Only standard-library modules until the model load has started: the checks below need no
+    # numpy or SimpleITK, whose imports then run beside the load instead of before it.
+    progress = progress or Progress(json_lines=args.json_progress)
     threshold = parse_threshold(args.threshold)
-    progress("load model", 0.0, "loading the model")
-    # The model (torch, MONAI, weights: the slowest part of start-up) loads in a thread from here
-    # on; the image libraries' imports, the checks below and the first input's reading and
-    # registration run beside it. A refusal below still comes before any input is read. MONAI
-    # is imported without its optional packages when this process is `uadc` itself, which ends
-    # after detecting (an in-process caller may need the rest of MONAI later).
-    detector = Detector(args.model, args.device, background=True, lean_imports=running_as_program())
-    from ..io import read_mask, read_volume, volume_stem
-    from ..outputs.folders import check_output_root, staged_folder, write_run_summary
-    from ..outputs.write import write_detection
-
     out_root = check_output_root(Path(args.out_dir))
     if args.brain_mask and len(args.inputs) > 1:
         raise InputError(args.brain_mask, "--brain-mask applies to one input; run the inputs one at a time.")
     stems = [volume_stem(p) for p in args.inputs]
     if len(set(stems)) != len(stems):
         raise InputError(None, f"two inputs share an output name ({stems}); run them into different --out-dir.")
-    for stem in stems:  # refuse early, before any input is read
+    for stem in stems:  # refuse early, before the model loads
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
+    detector = detector_source(args.model, args.device, progress)
+    from ..detection.detector import ModelLoadError
+    from ..io import read_mask, read_volume
+    from ..outputs.folders import staged_folder, write_run_summary
+    from ..outputs.write import write_detection
+
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
@@ -92,11 +116,12 @@ def run(args) -> int:
             progress.log(f"uadc: error: {error}")
     write_run_summary(out_root, "detect", entries)
     if args.json_progress:
-        progress("done", 1.0, f"{len(entries) - failed} of {len(entries)} done",
-                 outputs={e["input"]: e.get("output") for e in entries}, failed=failed)
+        progress(protocol.DONE, 1.0, f"{len(entries) - failed} of {len(entries)} done",
+                 outputs={e["input"]: e.get("output") for e in entries}, failed=failed,
+                 exit_code=EXIT_SOME_FAILED if failed else 0)
     progress.close()
     for entry in entries:
         if entry["status"] == "ok":
             print(f"{entry['input']}: {entry['components']} anomalous region(s), "
                   f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
-    return 2 if failed else 0
+    return EXIT_SOME_FAILED if failed else 0

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", metavar="DATA", help="run the evaluation protocol on ../shared/data "
                    "(real-shape lesions in held-out IXI heads, WML T1, BraTS T1c, healthy heads) over --models")
     p.add_argument("--models", nargs="*", help="with --protocol: model names or folders "
-                   "(default: the shipped diffusion model and the z-score atlas)")
+                   "(default: every shipped model, all engines side by side)")
     p.add_argument("--part", default="report", choices=["report", "tuning"],
                    help="with --protocol: the report part (published figures) or the tuning part (choices)")
     p.add_argument("--out-dir", required=True)
@@ -85,12 +85,12 @@ def run(args) -> int:
                          "--cases scores your own case list; --protocol DATA runs the published evaluation.")
     progress = Progress()
     if args.protocol:
-        from ..evaluation.protocol import DEFAULT_MODELS, run_protocol
+        from ..evaluation.protocol import run_protocol, shipped_model_names
 
         def cases_of(detector, cases, dataset):
             return evaluate_cases(detector, cases, dataset, None, args.min_size, progress)[0]
 
-        result = run_protocol(args.models or list(DEFAULT_MODELS), Path(args.protocol),
+        result = run_protocol(args.models or shipped_model_names(), Path(args.protocol),
                               check_output_root(Path(args.out_dir)), args.part, cases_of, args.device,
                               log=progress.log)
         progress.close()

@@ -21,7 +21,7 @@ MODALITIES = ("T1", "T1c", "T2", "FLAIR", "PD", "DWI", "other")
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train an engine on healthy scans (the diffusion model, or the z-score atlas)")
     p.add_argument("--engine", default=None,
-                   help="contrastive_diffusion (default) or zscore_atlas; see engines/registry.py")
+                   help="contrastive_diffusion (default), zscore_atlas, mad_ad or latent_ddpm; see engines/registry.py")
     p.add_argument("--data", required=True,
                    help="healthy scans: a folder (searched recursively, DICOM series folders included), "
                         "a CSV with columns image[,brain_mask][,subject], or the IXI folder")
@@ -32,8 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--modality", default=None, type=_modality,
                    help=f"contrast of the scans ({', '.join(MODALITIES)}); recorded in the card, detect warns "
                         "when an input does not look like it (default: the recipe's, else T1)")
-    p.add_argument("--stage", default="all", choices=["encoder", "diffusion", "all"],
-                   help="contrastive_diffusion only: which stage to run")
+    p.add_argument("--stage", default="all", choices=_stage_choices(),
+                   help="which stage to run: encoder|diffusion (contrastive_diffusion), autoencoder|denoiser "
+                        "(mad_ad, latent_ddpm; their autoencoder is shared through the recipe's autoencoder_path)")
     p.add_argument("--config", default=None, help="YAML/JSON recipe (default: the shipped train_config.yaml)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -44,13 +45,19 @@ def add_parser(sub) -> None:
                    help="use at most this many held-out scans for the thresholds (default: all)")
 
 
+def _stage_choices() -> list[str]:
+    from ..engines.registry import ENGINES
+
+    return list(dict.fromkeys(stage for entry in ENGINES.values() for stage in entry.stages))
+
+
 def _modality(value: str) -> str:
     known = {m.upper(): m for m in MODALITIES}
     return known.get(value.upper(), value)
 
 
 def run(args) -> int:
-    from ..engines.registry import DEFAULT_TRAINING_ENGINE, ENGINES, trainer
+    from ..engines.registry import DEFAULT_TRAINING_ENGINE, ENGINES, entry, trainer
     from ..errors import InputError
     from ..training.config import load_config
 
@@ -70,12 +77,16 @@ def run(args) -> int:
     engine = args.engine or config.get("engine") or DEFAULT_TRAINING_ENGINE
     if engine not in ENGINES:
         raise InputError(None, f"--engine {engine!r} is not an engine (known: {', '.join(sorted(ENGINES))}).")
-    summary = trainer(engine)(config, args.data, args.out, stage=args.stage or "all", resume=bool(args.resume),
+    stage = args.stage or "all"
+    if stage not in entry(engine).stages:
+        raise InputError(None, f"--stage {stage} is not a stage of the {engine} engine "
+                         f"(its stages: {', '.join(entry(engine).stages)}).")
+    summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
                               device=args.device or "auto")
     main_process = int(os.environ.get("RANK", "0")) == 0
     # a run on config['subjects'] (an already built cache) has no cohort to calibrate on
     cohort_listed = not config.get("subjects")
-    if main_process and args.calibrate and cohort_listed and args.stage in ("all", "diffusion"):
+    if main_process and args.calibrate and cohort_listed and stage in entry(engine).final_stages:
         from ..training.calibration import calibrate_on_cohort
 
         summary["thresholds"] = calibrate_on_cohort(

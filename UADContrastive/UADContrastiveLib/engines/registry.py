@@ -19,17 +19,34 @@ class EngineEntry:
     engine: str   # "module:Class" of the Engine subclass
     trainer: str  # "module:function": train(config, data_root, out_dir, stage, resume, device) -> summary
     summary: str
+    stages: tuple[str, ...] = ("all",)  # `uadc train --stage` values; the last one writes the model folder
+
+    @property
+    def final_stages(self) -> tuple[str, ...]:
+        """Stages after which the model folder exists and can be calibrated."""
+        return tuple(dict.fromkeys(("all", self.stages[-1])))
 
 
 ENGINES: dict[str, EngineEntry] = {
     "contrastive_diffusion": EngineEntry(
         f"{__package__}.contrastive_diffusion.engine:ContrastiveDiffusionEngine",
         f"{__package__}.contrastive_diffusion.training:train",
-        "latent-conditioned diffusion reconstruction (Patricio et al. 2025)"),
+        "latent-conditioned diffusion reconstruction (Patricio et al. 2025)",
+        ("encoder", "diffusion", "all")),
     "zscore_atlas": EngineEntry(
         f"{__package__}.zscore_atlas.engine:ZScoreAtlasEngine",
         f"{__package__}.zscore_atlas.training:train",
         "voxel-wise z-score against a healthy atlas (baseline)"),
+    "mad_ad": EngineEntry(
+        f"{__package__}.mad_ad.engine:MadAdEngine",
+        f"{__package__}.mad_ad.training:train",
+        "masked diffusion in an autoencoder latent, restores the cells it finds noisy (Beizaee et al. 2025)",
+        ("autoencoder", "denoiser", "all")),
+    "latent_ddpm": EngineEntry(
+        f"{__package__}.latent_ddpm.engine:LatentDdpmEngine",
+        f"{__package__}.latent_ddpm.training:train",
+        "DDPM in an autoencoder latent, heals the cells that change most (Pinaya et al. 2022)",
+        ("autoencoder", "denoiser", "all")),
 }
 DEFAULT_TRAINING_ENGINE = "contrastive_diffusion"
 
@@ -52,6 +69,10 @@ def engine_class(name: str, card_path=None) -> type[Engine]:
 
 def trainer(name: str):
     return _resolve(_entry(name).trainer)
+
+
+def entry(name: str) -> EngineEntry:
+    return _entry(name)
 
 
 def load_engine(model_dir: Path, device: str = "auto") -> Engine:

@@ -40,7 +40,6 @@ NOTES = {
     "wml10_t1": "WML10 T1 (skull-stripped, 0.94 x 0.94 x 3 mm): REAL white-matter lesions, subtle on T1",
     "brats_t1c": "BraTS 2013 T1c (contrast-enhanced T1, z-scored): REAL gliomas; a modality shift from T1",
 }
-DEFAULT_MODELS = ("contrastive-diffusion-t1", "zscore-atlas-t1")
 TABLE_METRICS = ("auprc", "dice", "best_dice", "fp_fraction")
 
 
@@ -59,14 +58,22 @@ def build_sets(data: Path, sets_dir: Path, log=print) -> dict[str, Path]:
     return paths
 
 
-def table_rows(results: dict) -> list[dict]:
-    """{model: {set: (rows, seconds)}} -> one row per (set, model) with means and timing."""
+def shipped_model_names() -> list[str]:
+    """Every shipped model: the default comparison is all engines side by side."""
+    from ..zoo.registry import list_models
+
+    return [m["name"] for m in list_models() if m["source"] == "shipped"]
+
+
+def table_rows(results: dict, training_minutes: dict | None = None) -> list[dict]:
+    """{model: {set: rows}} -> one row per (set, model) with means, timing and training time."""
     table = []
     for model, sets in results.items():
         for name, rows in sets.items():
             summary = summarise(rows).get(name, {})
             entry = {"set": name, "model": model, "cases": len(rows),
-                     "seconds_per_volume": round(float(np.median([r["seconds"] for r in rows])), 1)}
+                     "seconds_per_volume": round(float(np.median([r["seconds"] for r in rows])), 1),
+                     "training_minutes": (training_minutes or {}).get(model)}
             for metric in TABLE_METRICS:
                 value = (summary.get(metric) or {}).get("mean")
                 entry[metric] = None if value is None else round(float(value), 4)
@@ -76,7 +83,7 @@ def table_rows(results: dict) -> list[dict]:
 
 def table_markdown(table: list[dict], part: str) -> str:
     lines = [f"| set ({part} part) | model | cases | AUPRC | Dice at threshold | best Dice | healthy voxels flagged "
-             "| s / volume |", "|---|---|---|---|---|---|---|---|"]
+             "| s / volume | training (min) |", "|---|---|---|---|---|---|---|---|---|"]
     def cell(row: dict, key: str, percent: bool = False) -> str:
         value = row.get(key)
         if value is None:
@@ -87,10 +94,12 @@ def table_markdown(table: list[dict], part: str) -> str:
         healthy = r["set"].endswith("healthy")
         lines.append(f"| {r['set']} | {r['model']} | {r['cases']} | {'n/a' if healthy else cell(r, 'auprc')} | "
                      f"{'n/a' if healthy else cell(r, 'dice')} | {'n/a' if healthy else cell(r, 'best_dice')} | "
-                     f"{cell(r, 'fp_fraction', percent=True)} | {r['seconds_per_volume']} |")
+                     f"{cell(r, 'fp_fraction', percent=True)} | {r['seconds_per_volume']} | "
+                     f"{'n/a' if r.get('training_minutes') is None else r['training_minutes']} |")
     lines += ["", "Data: " + "; ".join(f"{k}: {v}" for k, v in NOTES.items() if any(r['set'] == k for r in table)),
               f"Machine: {platform.processor() or platform.machine()}, times are medians per volume, end to end "
-              "(preprocessing, reconstruction, map, threshold)."]
+              "(preprocessing, reconstruction, map, threshold); training is the card's wall time on the "
+              "machine it names."]
     return "\n".join(lines) + "\n"
 
 
@@ -103,10 +112,12 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
     out_dir = Path(out_dir)
     paths = build_sets(data, user_cache_dir() / "evaluation-sets", log=log)
     results: dict = {}
+    training_minutes: dict = {}
     for model in models:
         detector = Detector(model, device)
         name = f"{detector.card.name} {detector.card.version}"
         results[name] = {}
+        training_minutes[name] = detector.card.training.get("wall_time_minutes")
         for set_name in PARTS[part]:
             cases = read_cases_csv(paths[set_name])
             start = time.perf_counter()
@@ -116,7 +127,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
                 write_evaluation_report(rows, out_dir / name / set_name, f"{name} on {set_name}",
                                         {set_name: NOTES[set_name]})
             results[name][set_name] = rows
-    table = table_rows(results)
+    table = table_rows(results, training_minutes)
     write_text(json.dumps({"part": part, "table": table}, indent=2) + "\n", out_dir / "table.json")
     write_text(table_markdown(table, part), out_dir / "table.md")
     return {"table": table, "out_dir": str(out_dir)}

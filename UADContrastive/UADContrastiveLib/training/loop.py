@@ -93,14 +93,16 @@ def checkpoint_path(config: dict, out_dir: Path, stage: str) -> Path:
     return base / f"{stage}.ckpt.pt"
 
 
-def rng_state(generator: torch.Generator, augment: Augment) -> dict:
-    return {"torch": torch.get_rng_state(), "generator": generator.get_state(), "augment": augment.state()}
+def rng_state(generator: torch.Generator, augment: Augment | None) -> dict:
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+            "augment": augment.state() if augment is not None else None}
 
 
-def set_rng_state(state: dict, generator: torch.Generator, augment: Augment) -> None:
+def set_rng_state(state: dict, generator: torch.Generator, augment: Augment | None) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
-    augment.set_state(state["augment"])
+    if augment is not None:
+        augment.set_state(state["augment"])
 
 
 def random_batch(dataset: SliceDataset, generator: torch.Generator, batch_size: int, device):

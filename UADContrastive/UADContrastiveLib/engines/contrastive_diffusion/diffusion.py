@@ -17,23 +17,22 @@ class_embedding(class_labels)` when `num_class_embeds` is set (diffusion_model_u
 (an nn.Embedding) by `nn.Linear(latent_dim, time_embed_dim)`, then pass the float latent
 (B, latent_dim) as `class_labels`. Unconditioned variant (ablation): `latent_dim=0`.
 
-Middle block: MONAI's always holds a self-attention layer, which needs the optional
-`einops` package (not a dependency of this project); we build the UNet with a middle
-block of two residual blocks instead (`ResMidBlock`), and no attention elsewhere.
+Middle block: MONAI's needs the optional `einops` package; the UNet is built with two
+residual blocks instead (`engines.diffusion_common.ResMidBlock`), and no attention elsewhere.
 
 Intensities: model-grid slices are in [0, 1.5]; the network sees x * 2 - 1.
 Schedule: DDPM, T = 1000, MONAI's "cosine" schedule (scheduler.py `_cosine_beta`).
 """
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets import diffusion_model_unet as _dmu
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
+
+from ..diffusion_common import add_noise, alpha_bar, ddim_step  # noqa: F401 - re-exported for this engine
+from ..diffusion_common import unet_without_mid_attention as _unet_without_mid_attention
 
 DEFAULT_UNET = {
     "channels": [16, 32, 64],
@@ -53,36 +52,6 @@ def to_model(x: torch.Tensor) -> torch.Tensor:
 
 def from_model(x: torch.Tensor) -> torch.Tensor:
     return (x + 1.0) / 2.0
-
-
-class ResMidBlock(nn.Module):
-    """MONAI's middle block without the attention layer: two time-conditioned residual blocks."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, temb_channels: int,
-                 norm_num_groups: int = 32, norm_eps: float = 1e-6, **_):
-        super().__init__()
-        self.resnet_1 = _dmu.DiffusionUNetResnetBlock(spatial_dims, in_channels, temb_channels, in_channels,
-                                                      norm_num_groups=norm_num_groups, norm_eps=norm_eps)
-        self.resnet_2 = _dmu.DiffusionUNetResnetBlock(spatial_dims, in_channels, temb_channels, in_channels,
-                                                      norm_num_groups=norm_num_groups, norm_eps=norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, context=None) -> torch.Tensor:
-        del context
-        return self.resnet_2(self.resnet_1(hidden_states, temb), temb)
-
-
-_BUILD_LOCK = threading.Lock()
-
-
-def _unet_without_mid_attention(**kwargs) -> DiffusionModelUNet:
-    """DiffusionModelUNet whose middle block is ResMidBlock (see module docstring)."""
-    with _BUILD_LOCK:
-        original = _dmu.get_mid_block
-        _dmu.get_mid_block = lambda **kw: ResMidBlock(**kw)
-        try:
-            return DiffusionModelUNet(**kwargs)
-        finally:
-            _dmu.get_mid_block = original
 
 
 class ConditionalUNet(nn.Module):
@@ -267,22 +236,3 @@ def patch_tiles(size: int, patch: int, stride: int) -> list[int]:
     if starts[-1] != size - patch:
         starts.append(size - patch)
     return starts
-
-
-def alpha_bar(scheduler: DDPMScheduler, t: torch.Tensor) -> torch.Tensor:
-    return scheduler.alphas_cumprod.to(t.device)[t].float()
-
-
-def add_noise(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    a = alpha_bar(scheduler, t).view(-1, 1, 1, 1).to(x0.dtype)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def ddim_step(scheduler: DDPMScheduler, x_t: torch.Tensor, x0_pred: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) step from t to t_prev (t_prev < 0 means x0)."""
-    if t_prev < 0:
-        return x0_pred
-    a_t = float(scheduler.alphas_cumprod[t])
-    a_prev = float(scheduler.alphas_cumprod[t_prev])
-    eps = (x_t - a_t ** 0.5 * x0_pred) / max(1 - a_t, 1e-8) ** 0.5
-    return a_prev ** 0.5 * x0_pred + (1 - a_prev) ** 0.5 * eps

@@ -11,14 +11,13 @@ identical across devices up to floating point.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import ModelError
-from ..base import Engine, ReconstructionProgress
+from ..base import Engine, ReconstructionProgress, inference_autocast
+from ..base import load_weights as _load_state
 from .diffusion import (
     add_noise,
     build_scheduler,
@@ -78,10 +77,7 @@ class ContrastiveDiffusionEngine(Engine):
 
     # ------------------------------------------------------------------ core
     def _context(self):
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", enabled=False)
+        return inference_autocast(self.device)
 
     @torch.inference_mode()
     def reconstruct_slices(self, slices: torch.Tensor, generator: torch.Generator,
@@ -196,12 +192,3 @@ def tile_masks(foreground: np.ndarray, size: int, stride: int) -> list[np.ndarra
                 mask[y:y + size, x:x + size] = 1.0
                 masks.append(mask)
     return masks
-
-
-def _load_state(module: torch.nn.Module, path: Path, device: torch.device) -> None:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, OSError, pickle.UnpicklingError, AttributeError) as error:
-        raise ModelError(path, f"could not be loaded as weights for this network ({str(error)[:200]}).",
-                         "The model folder may be from another version; reinstall the model.") from None

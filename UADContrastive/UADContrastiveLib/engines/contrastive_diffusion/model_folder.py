@@ -70,12 +70,19 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
             "config": {k: v for k, v in config.items() if k != "subjects"},
         },
         files=files,
-        extra={"description": f"Contrastive-conditioned diffusion (Patricio et al. 2025) trained on healthy {modality} "
-                              "slices; reconstructs a healthy-looking brain, anomalies appear in |x - reconstruction|.",
+        extra={"description": describe(result["network"].get("conditioned", True), modality),
                "validation": result["validation"], **(extra or {})},
     )
     card.write()
     return out_dir
+
+
+def describe(conditioned: bool, modality: str) -> str:
+    """The card's one-line description: the conditioned engine or its unconditioned ablation."""
+    method = ("Contrastive-conditioned diffusion (Patricio et al. 2025)" if conditioned else
+              "Unconditioned DDPM (the ablation of Patricio et al. 2025: same network and noise, no latent)")
+    return (f"{method} trained on healthy {modality} slices; reconstructs a healthy-looking brain, "
+            "anomalies appear in |x - reconstruction|.")
 
 
 def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], val_ids: list[str],

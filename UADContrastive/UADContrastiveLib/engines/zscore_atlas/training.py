@@ -55,7 +55,8 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
         postprocess=PostprocessConfig(polarity="absolute", normalise_percentile=95.0),
         training={"volumes": "slice cache: the detection path (template registration and brain mask)",
                   **{k: v for k, v in cohort.items() if k not in ("modality", "subjects")},
-                  "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1)},
+                  "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
+                  "wall_time_minutes": round((time.perf_counter() - start) / 60, 1)},
         files={ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
         extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"},
     )
