@@ -163,15 +163,20 @@ class Detector:
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        engine = self.engine  # a model loading in the background is waited for here
+        timings["model_wait"] = time.perf_counter() - start
+        start = time.perf_counter()
+        # the stage begins now (the engine's own records come only after its first pass)
+        report("reconstruct", 0.0)
         volume = sitk.GetArrayFromImage(pre.model_input)
         brain = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
         reconstruction_progress = lambda fraction: report("reconstruct", fraction)  # noqa: E731
         spread = None
         if uncertainty_samples > 0:
-            healthy, spread = self.engine.reconstruct_with_uncertainty(
+            healthy, spread = engine.reconstruct_with_uncertainty(
                 volume, brain, samples=uncertainty_samples, progress=reconstruction_progress)
         else:
-            healthy = self.engine.reconstruct(volume, brain, progress=reconstruction_progress)
+            healthy = engine.reconstruct(volume, brain, progress=reconstruction_progress)
         timings["reconstruct"] = time.perf_counter() - start
 
         start = time.perf_counter()
