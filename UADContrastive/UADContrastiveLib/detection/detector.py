@@ -6,6 +6,7 @@ filtered in the brain -> back onto the input grid -> threshold + minimum compone
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future
@@ -120,6 +121,19 @@ class Detector:
             except ModelError as error:  # not the current input's fault: stop the run, not only this input
                 raise ModelLoadError(error) from None
             self._loading = None
+
+    def after_load(self, function) -> None:
+        """function() in the loading thread once the model has loaded (here and now when it already
+        has): for work needed later that should neither delay the load nor wait until it is needed.
+        Its errors are ignored: whoever needs the work done does it again and sees them."""
+        def call(_=None):
+            with contextlib.suppress(Exception):  # see the docstring
+                function()
+
+        if self._loading is None:
+            call()
+        else:
+            self._loading.add_done_callback(call)
 
     @property
     def engine(self):
