@@ -1,28 +1,54 @@
-"""The network side: model-load time, reconstruction seconds of the shipped model beside the
-reference method's network size (measured in the same process, so the ratio holds under any
-load), and training throughput. Prints figures; no pass/fail.
+"""The network side of detection: model-load time (fresh processes, as `uadc detect` loads it),
+and the shipped network beside the reference method's network size, measured in the same
+process and counted in FLOPs, so the ratio holds under any load. Prints two tables; no pass/fail.
+Training throughput: bench_training_throughput.py.
 
     python Testing/benchmarks/bench_network.py [--model NAME|PATH] [--slices 50] [--reference-slices 8]
 
-Reference size (Patricio et al. 2025): UNet 128-256-256, 3 residual blocks per level,
-ResNet-50 encoder. It is timed on --reference-slices slices (one batch, every timestep) and
-scaled to --slices, because the full run takes minutes; pass --reference-slices 50 for all.
+Reference size (Patricio et al. 2025): MONAI DiffusionModelUNet 128-256-256, 3 residual blocks
+per level, ResNet-50 encoder, at the shipped model's 96 px and its passes (timesteps). It is
+timed on --reference-slices slices (one batch, every timestep) and scaled to --slices, because
+the full run takes minutes; pass --reference-slices 50 for all. FLOPs are counted by
+torch.utils.flop_counter (convolutions and matrix products: the arithmetic, not norms or
+activations) on two slices and scaled; they do not depend on the machine's load.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "UADContrastive"))
+CODE = REPO / "UADContrastive"
+sys.path.insert(0, str(CODE))
 
 REFERENCE_UNET = {"channels": [128, 256, 256], "num_res_blocks": 3, "norm_num_groups": 32,
                   "attention_levels": [False, False, False], "latent_dim": 128}
 REFERENCE_ENCODER = {"block": "bottleneck", "layers": [3, 4, 6, 3], "block_inplanes": [64, 128, 256, 512]}
+
+# What `uadc detect`'s model-load thread does (detection.detector._load_engine), phase by phase.
+LOAD_PROBE = """
+import json, sys, time
+start = time.perf_counter()
+from UADContrastiveLib.engines import engine_class, load_engine, resolve_device
+from UADContrastiveLib.lean_imports import import_lean
+from UADContrastiveLib.zoo import ModelCard, resolve_model
+device = resolve_device("cpu")
+torch_done = time.perf_counter()
+model_dir = resolve_model(sys.argv[1] or None)
+engine = ModelCard.read(model_dir).engine
+import_lean(lambda: engine_class(engine)) if sys.argv[2] == "lean" else engine_class(engine)
+code_done = time.perf_counter()
+load_engine(model_dir, device)
+end = time.perf_counter()
+print(json.dumps({"import torch": torch_done - start, "import the engine (MONAI)": code_done - torch_done,
+                  "checksums, build, weights": end - code_done, "total": end - start}))
+"""
 
 
 def timed(function, repeats: int) -> tuple[float, float]:
@@ -37,10 +63,32 @@ def timed(function, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def reconstruction_seconds(engine, slices, repeats: int) -> tuple[float, float]:
-    import torch
+def model_load(model: str | None, lean: bool, repeats: int) -> dict:
+    """Median phase seconds of loading the model in a fresh interpreter (after one warm-up)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(CODE), os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-c", LOAD_PROBE, model or "", "lean" if lean else "full"]
+    runs = [json.loads(subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout)
+            for _ in range(repeats + 1)][1:]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
-    return timed(lambda: engine.reconstruct_slices(slices, torch.Generator().manual_seed(0)), repeats)
+
+def flops_per_volume(engine, size: int, slices: int) -> float:
+    """FLOPs of one volume's reconstruction (encoder + every pass), counted on 2 slices, scaled."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        engine.reconstruct_slices(torch.rand(2, 1, size, size), torch.Generator().manual_seed(0))
+    return counter.get_total_flops() / 2 * slices
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 def main() -> None:
@@ -49,17 +97,18 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=50, help="brain slices of one volume")
     parser.add_argument("--reference-slices", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-batch", type=int, default=32)
     args = parser.parse_args()
     load = os.getloadavg()
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; load average {load[0]:.2f} "
+          f"{load[1]:.2f} {load[2]:.2f} at the start; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
-    start = time.perf_counter()
+    loads = {"as uadc detect (lean MONAI import)": model_load(args.model, True, args.repeats),
+             "full MONAI import": model_load(args.model, False, args.repeats)}
+    phases = list(next(iter(loads.values())))
+    print_table(f"Model load in a fresh process, median of {args.repeats} (s, wall)", ["", *phases],
+                [[name, *(f"{figures[p]:.2f}" for p in phases)] for name, figures in loads.items()])
+
     import torch
-    torch_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    from UADContrastiveLib.engines.contrastive_diffusion import diffusion, encoder  # noqa: F401  (MONAI)
-    monai_seconds = time.perf_counter() - start
     from UADContrastiveLib.engines import load_engine
     from UADContrastiveLib.engines.contrastive_diffusion.diffusion import build_unet
     from UADContrastiveLib.engines.contrastive_diffusion.encoder import build_encoder
@@ -68,20 +117,13 @@ def main() -> None:
 
     model_dir = resolve_model(args.model)
     card = ModelCard.read(model_dir)
-    start = time.perf_counter()
     engine = load_engine(model_dir, "cpu")
-    load_seconds = time.perf_counter() - start
-    print(f"model load: import torch {torch_seconds:.2f} s, import MONAI networks {monai_seconds:.2f} s, "
-          f"checksums + build + weights {load_seconds:.2f} s; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-
     size = card.model_grid.size[0]
-    timesteps = len(engine.inference["timesteps"])
+    passes = len(engine.inference["timesteps"])
     slices = torch.rand(args.slices, 1, size, size)
-    wall, cpu = reconstruction_seconds(engine, slices, args.repeats)
-    print(f"shipped {card.name}: {args.slices} slices x {timesteps} passes at {size} px: {wall:.2f} s "
-          f"(CPU {cpu:.2f} s), {wall / args.slices * 1000:.0f} ms per slice")
-    per_slice = wall / args.slices
+
+    def reconstruction(e, batch):
+        return lambda: e.reconstruct_slices(batch, torch.Generator().manual_seed(0))
 
     torch.manual_seed(0)
     reference_network = {**card.network, "unet": {**card.network.get("unet", {}), **REFERENCE_UNET},
@@ -89,41 +131,31 @@ def main() -> None:
     reference = ContrastiveDiffusionEngine(build_unet(reference_network["unet"]),
                                            build_encoder(reference_network["encoder"]), reference_network,
                                            engine.inference)
-    ref_slices = slices[: args.reference_slices]
-    ref_wall, ref_cpu = reconstruction_seconds(reference, ref_slices, max(1, args.repeats - 2))
-    ref_per_slice = ref_wall / len(ref_slices)
-    parameters = {name: sum(p.numel() for p in e.unet.parameters()) + sum(p.numel() for p in e.encoder.parameters())
-                  for name, e in (("shipped", engine), ("reference", reference))}
-    print(f"reference size (UNet 128-256-256 x3 blocks, ResNet-50): {len(ref_slices)} slices x {timesteps} passes "
-          f"{ref_wall:.2f} s (CPU {ref_cpu:.2f} s), {ref_per_slice * 1000:.0f} ms per slice, "
-          f"about {ref_per_slice * args.slices:.0f} s for {args.slices} slices")
-    print(f"ratio reference / shipped: {ref_per_slice / per_slice:.1f}x time, "
-          f"{parameters['reference'] / parameters['shipped']:.1f}x parameters "
-          f"({parameters['reference'] / 1e6:.1f} M vs {parameters['shipped'] / 1e6:.2f} M)")
-
-    train_throughput(engine, card, args.train_batch, args.repeats)
-
-
-def train_throughput(engine, card, batch: int, repeats: int) -> None:
-    """Slices per second of one diffusion training step (UNet and encoder both trained)."""
-    import torch
-    from UADContrastiveLib.engines.contrastive_diffusion.diffusion import add_noise, to_model
-
-    size = card.model_grid.size[0]
-    unet, encoder = engine.unet.train(), engine.encoder.train()
-    optimizer = torch.optim.AdamW([*unet.parameters(), *encoder.parameters()], lr=1e-4)
-    x0 = to_model(torch.rand(batch, 1, size, size))
-
-    def step():
-        t = torch.randint(0, 1000, (batch,))
-        x_t = add_noise(engine.scheduler, x0, torch.randn_like(x0), t)
-        loss = (unet(x_t, t, encoder(x0)) - x0).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    wall, cpu = timed(step, repeats)
-    print(f"training step, batch {batch} at {size} px: {wall:.2f} s (CPU {cpu:.2f} s), {batch / wall:.1f} slices/s")
+    for module in (reference.unet, reference.encoder):  # the CPU layout the shipped engine loads with
+        module.to(memory_format=torch.channels_last)
+    figures = {}
+    for name, e, batch, repeats in (("shipped", engine, slices, args.repeats),
+                                    ("reference", reference, slices[: args.reference_slices], max(1, args.repeats - 2))):
+        wall, cpu = timed(reconstruction(e, batch), repeats)
+        scale = args.slices / len(batch)
+        figures[name] = {"parameters": sum(p.numel() for m in (e.unet, e.encoder) for p in m.parameters()),
+                         "flops": flops_per_volume(e, size, args.slices), "wall": wall * scale, "cpu": cpu * scale,
+                         "timed on": len(batch)}
+    shipped, ref = figures["shipped"], figures["reference"]
+    unet = card.network.get("unet", {})
+    rows = [["network", f"UNet {'-'.join(map(str, unet.get('channels', [])))} x{unet.get('num_res_blocks')}, "
+                        f"ResNet {card.network.get('encoder', {}).get('layers')}",
+             "UNet 128-256-256 x3, ResNet-50", ""],
+            ["parameters (M)", f"{shipped['parameters'] / 1e6:.2f}", f"{ref['parameters'] / 1e6:.1f}",
+             f"{ref['parameters'] / shipped['parameters']:.1f}x"],
+            [f"GFLOP per volume ({args.slices} slices x {passes} passes)", f"{shipped['flops'] / 1e9:.1f}",
+             f"{ref['flops'] / 1e9:.0f}", f"**{ref['flops'] / shipped['flops']:.1f}x**"],
+            ["s per volume (wall)", f"{shipped['wall']:.2f}", f"{ref['wall']:.1f}", f"{ref['wall'] / shipped['wall']:.1f}x"],
+            ["CPU s per volume", f"{shipped['cpu']:.2f}", f"{ref['cpu']:.1f}", f"{ref['cpu'] / shipped['cpu']:.1f}x"],
+            ["slices timed (scaled to the volume)", str(shipped["timed on"]), str(ref["timed on"]), ""]]
+    print_table(f"Reconstruction of one volume at {size} px, {card.name}, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads, fp32, channels-last",
+                ["", "shipped", "reference size", "reference / shipped"], rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ through the real MRML segmentation node of slicer-core. Prints ms per update; no
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -56,9 +57,15 @@ def main() -> None:
     segmentation_node.CreateDefaultDisplayNodes()
     segments.set_reference_geometry(segmentation_node, input_node)
     results = scene_logic.AnomalyResults(input_node, None, map_node, segmentation_node)
-    print(f"setup ({args.size}^3 map): {1000 * (time.perf_counter() - start):.0f} ms")
+    load = os.getloadavg()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"setup ({args.size}^3 map): {1000 * (time.perf_counter() - start):.0f} ms")
 
     results.update_segment_from_map(0.5, 0.0)  # warm-up: first segment creation
+    print(f"\nOne slider move on a {args.size}^3 map, median of {args.repeats} (ms, wall)\n")
+    print("| threshold | min size (mm3) | update_segment_from_map | worst | threshold_components alone "
+          "| regions | voxels |")
+    print("|---|---|---|---|---|---|---|")
     for threshold, min_size in ((0.3, 0.0), (0.5, 0.0), (0.5, 100.0), (0.8, 0.0), (5.0, 0.0)):
         times = []
         for _ in range(args.repeats):
@@ -70,11 +77,8 @@ def main() -> None:
             start = time.perf_counter()
             threshold_components(anomaly_map, threshold, min_size, (spacing,) * 3)
             core.append(1000 * (time.perf_counter() - start))
-        print(f"threshold {threshold:4.1f}, min size {min_size:5.0f} mm3: "
-              f"median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms per update "
-              f"(threshold_components alone {statistics.median(core):6.1f} ms; "
-              f"{summary.count} regions, {segments.segment_voxel_count(segmentation_node)} voxels)")
-
+        print(f"| {threshold:.1f} | {min_size:.0f} | {statistics.median(times):.1f} | {max(times):.1f} | "
+              f"{statistics.median(core):.1f} | {summary.count} | {segments.segment_voxel_count(segmentation_node)} |")
 
 if __name__ == "__main__":
     main()

@@ -1,15 +1,16 @@
 """Training throughput of a recipe's diffusion stage (UNet + jointly trained encoder) on this
 machine, and its FLOPs per training slice (torch.utils.flop_counter), from which a GPU time is
-ESTIMATED (no GPU measured). Prints JSON; never a pass/fail.
+ESTIMATED (no GPU measured). Prints a table; never a pass/fail.
 
 Usage: python Testing/benchmarks/bench_training_throughput.py [--config RECIPE] [--steps 6]
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -58,9 +59,12 @@ def main(argv=None) -> int:
     with counter:
         step()
     flops = counter.get_total_flops()
-    print(json.dumps({"batch": batch, "seconds_per_step": round(seconds, 3),
-                      "slices_per_second_cpu": round(batch / seconds, 2),
-                      "gflop_per_slice": round(flops / batch / 1e9, 3), "threads": args.threads}))
+    load = os.getloadavg()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"recipe {Path(args.config).name}\n")
+    print("| batch | threads | s per step | slices/s (CPU) | GFLOP per slice (fwd + bwd) |")
+    print("|---|---|---|---|---|")
+    print(f"| {batch} | {args.threads} | {seconds:.2f} | {batch / seconds:.1f} | {flops / batch / 1e9:.2f} |")
     return 0
 
 

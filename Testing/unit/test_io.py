@@ -206,3 +206,32 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_volume(make_image(), target)
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 1000, 1 << 22])
+def test_nonfinite_count_streamed_in_chunks_matches_nibabel(tmp_path, chunk_bytes):
+    """The NIfTI scan counts NaN/Inf in chunks that cut voxels and the header anywhere."""
+    import gzip
+
+    import nibabel
+    from UADContrastiveLib.io import _stream_nonfinite
+
+    array = np.random.default_rng(0).normal(size=(9, 11, 13)).astype(">f4")
+    array[np.random.default_rng(1).random(array.shape) < 0.1] = np.nan
+    array[0, 0, :3] = [np.inf, -np.inf, np.nan]
+    path = tmp_path / "big_endian.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), path)
+    voxels = nibabel.load(path).dataobj
+    end = voxels.offset + array.size * 4
+    with gzip.open(path, "rb") as stream:
+        length, count = _stream_nonfinite(stream, voxels.offset, end, np.dtype(voxels.dtype), chunk_bytes)
+    assert count == int(np.count_nonzero(~np.isfinite(array)))
+    assert length >= end
+
+
+def test_a_nifti_short_by_a_few_bytes_is_truncated(tmp_path):
+    good = tmp_path / "good.nii"
+    sitk.WriteImage(make_image(), str(good))
+    bad = tmp_path / "short.nii.gz"
+    bad.write_bytes(gzip.compress(good.read_bytes()[:-8]))
+    expect_error(bad, "truncated")

@@ -1,6 +1,4 @@
 """`python -m UADContrastiveLib`: the `uadc` command line (see cli)."""
-import sys
+from .cli import run_and_exit
 
-from .cli import main
-
-sys.exit(main())
+run_and_exit()

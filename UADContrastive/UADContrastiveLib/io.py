@@ -14,8 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .outputs.names import IMAGE_EXTENSIONS, volume_stem  # noqa: F401 - io is where callers look for them
 
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".dcm")
 # Refuse a header whose voxel data would need more than this share of free memory.
 MAX_MEMORY_SHARE = 0.5
 MIN_VOXELS_PER_AXIS = 8
@@ -25,16 +25,6 @@ NONFINITE_FILL = 0.0
 NONFINITE_KEY = "UADC_nonfinite_voxels"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-def volume_stem(path: str | Path) -> str:
-    """Name without image extension (`t1` for `t1.nii.gz`); a DICOM folder's own name."""
-    path = Path(path)
-    name = path.name
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem if path.is_file() else name
 
 
 def available_memory_bytes() -> int:
@@ -93,27 +83,51 @@ def _check_header(path: Path, reader: sitk.ImageFileReader) -> tuple[int, ...]:
     return size
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """ITK zero-fills a truncated NIfTI silently; compare the data length with the header's promise."""
+def _scan_nifti(path: Path) -> int:
+    """One pass over a NIfTI file's voxel data. Raises InputError when the file holds fewer bytes
+    than its header promises (ITK zero-fills a truncated NIfTI silently); returns the number of
+    NaN/Inf voxels (ITK's reader turns them into 0 without a word, so its image cannot tell).
+
+    Both answers come from one streamed decompression (a .nii.gz was decompressed twice before:
+    0.13 -> 0.06 CPU s on a 240 x 240 x 155 float volume)."""
     import gzip
 
     import nibabel
 
     try:
-        header = nibabel.load(str(path)).header
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
-        if path.name.lower().endswith(".gz"):
-            length = 0
-            with gzip.open(path, "rb") as stream:
-                while chunk := stream.read(1 << 22):
-                    length += len(chunk)
+        voxels = nibabel.load(str(path)).dataobj  # the file's own layout (the image's header copy says offset 0)
+        dtype = np.dtype(voxels.dtype)
+        start = int(voxels.offset)
+        expected = start + int(np.prod(voxels.shape)) * dtype.itemsize
+        floating = np.issubdtype(dtype, np.floating)
+        compressed = path.name.lower().endswith(".gz")
+        if not compressed and not floating:
+            length, nonfinite = path.stat().st_size, 0
         else:
-            length = path.stat().st_size
+            with (gzip.open if compressed else open)(path, "rb") as stream:
+                length, nonfinite = _stream_nonfinite(stream, start, expected, dtype if floating else None)
     except (EOFError, OSError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
         raise InputError(path, f"is truncated or corrupt ({error}).") from None
     if length < expected:
         raise InputError(path, f"is truncated: the header promises {expected} bytes, the file holds {length}.",
                          "Copy or export the file again.")
+    return nonfinite
+
+
+def _stream_nonfinite(stream, start: int, end: int, dtype, chunk_bytes: int = 1 << 22) -> tuple[int, int]:
+    """(bytes in the stream, NaN/Inf values of `dtype` between byte offsets start and end; 0
+    without a dtype) of an open binary stream, read in 4 MB chunks so a large volume is never
+    held twice in memory."""
+    length, nonfinite, pending = 0, 0, b""
+    while chunk := stream.read(chunk_bytes):
+        if dtype is not None and length + len(chunk) > start and length < end:
+            data = pending + chunk[max(0, start - length): end - length]
+            whole = len(data) - len(data) % dtype.itemsize
+            values = np.frombuffer(data[:whole], dtype=dtype)
+            nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+            pending = data[whole:]
+        length += len(chunk)
+    return length, nonfinite
 
 
 def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
@@ -127,6 +141,7 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "does not exist.", "Check the path and spelling.")
+    nifti_nonfinite = 0  # NaN/Inf counted in a NIfTI file itself
     if path.is_dir():
         files = _dicom_series_files(path)
         reader = sitk.ImageFileReader()
@@ -149,40 +164,28 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> sitk.Image:
         reader.SetFileName(str(path))
         size = _check_header(path, reader)
         if path.name.lower().endswith((".nii", ".nii.gz")):
-            _check_nifti_complete(path)
+            nifti_nonfinite = _scan_nifti(path)
         try:
             image = reader.Execute()
         except RuntimeError as error:
             raise InputError(path, f"could not be read (truncated or corrupt?): {str(error).strip().splitlines()[-1][:200]}") from None
         if len(size) == 4:
             image = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, 0])
-    image = _fill_nonfinite(path, sitk.Cast(image, sitk.sitkFloat32))
+    image = _fill_nonfinite(path, sitk.Cast(image, sitk.sitkFloat32), nifti_nonfinite)
     check_voxels(path, image, allow_constant)
     return image
 
 
-def _nonfinite_in_nifti(path: Path) -> int:
-    """NaN/Inf voxels of a NIfTI file, counted from the file itself: SimpleITK's NIfTI reader
-    turns them into 0 without a word, so the image it returns cannot tell."""
-    import nibabel
-
-    image = nibabel.load(str(path))
-    if not np.issubdtype(image.get_data_dtype(), np.floating):
-        return 0
-    return int(np.count_nonzero(~np.isfinite(np.asanyarray(image.dataobj))))
-
-
-def _fill_nonfinite(path: Path, image: sitk.Image) -> sitk.Image:
-    """Replace NaN/Inf voxels by NONFINITE_FILL and record how many there were (NONFINITE_KEY).
+def _fill_nonfinite(path: Path, image: sitk.Image, in_file: int = 0) -> sitk.Image:
+    """Replace NaN/Inf voxels by NONFINITE_FILL and record how many there were (NONFINITE_KEY);
+    in_file: those counted in the file itself (a NIfTI's, which SimpleITK already zero-filled).
 
     Proceeding, not refusing: processed scans (skull-stripped, registered) often carry NaN
     where there is no signal, and those scans are valid input. A volume of nothing but
     NaN/Inf is refused."""
     array = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(array)
-    count = int(finite.size - np.count_nonzero(finite))
-    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
-        count = max(count, _nonfinite_in_nifti(path))
+    count = max(int(finite.size - np.count_nonzero(finite)), in_file)
     if count == 0:
         return image
     if count >= array.size:

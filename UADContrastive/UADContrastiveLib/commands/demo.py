@@ -11,17 +11,19 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
-
-from ..io import image_like, read_volume, write_text, write_volume
-
 LESION_CENTER_RAS = (24.0, 18.0, 22.0)  # mm, MNI: right frontal white matter (corona radiata)
 LESION_RADIUS_MM = 9.0
 
 
-def demo_volume(seed: int = 7) -> tuple[sitk.Image, sitk.Image]:
-    """(MNI T1 with a synthetic lesion, lesion ground truth) on the MNI template's own 1 mm grid."""
+def demo_volume(seed: int = 7):
+    """(MNI T1 with a synthetic lesion, lesion ground truth) on the MNI template's own 1 mm grid,
+    as SimpleITK images."""
+    # numpy and SimpleITK here, not at the top: `uadc` imports every command to build its
+    # parser, and `uadc detect` starts loading the model only after that (issue 12).
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..io import image_like, read_volume
     from ..preprocess.templates import nilearn_mni_path
 
     image = read_volume(nilearn_mni_path("t1"))
@@ -49,8 +51,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import SimpleITK as sitk
+
     from ..detection.detector import Detector
     from ..evaluation.metrics import dice
+    from ..io import write_text, write_volume
     from ..outputs import names
     from ..outputs.folders import check_output_root, staged_folder
     from ..outputs.write import write_detection

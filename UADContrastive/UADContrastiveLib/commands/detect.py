@@ -2,6 +2,7 @@
 DIR/<stem>/ (names in outputs.names), plus a run summary. Several inputs share one loaded model."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -43,25 +44,42 @@ def _labelled(progress, label: str):
     return lambda stage, fraction, message="": progress(stage, fraction, message or label)
 
 
-def load_detector(model, device: str, progress, **fields):
-    """A freshly loaded model, for one run of the command (`fields`: extras for the progress record)."""
+def load_detector(model, device: str, progress, lean_imports: bool = False, **fields):
+    """A freshly loaded model, for one run of the command (`fields`: extras for the progress record).
+
+    The model (torch, MONAI, weights: the slowest part of start-up) loads in a thread while the
+    image libraries are imported and the first input is read and registered (they need no torch).
+    lean_imports: MONAI without its optional packages (see Detector), for a process that ends
+    after detecting."""
     from ..detection.detector import Detector
 
     progress(protocol.LOAD_MODEL, 0.0, "loading the model", **fields)
-    # The model loads in a thread while the first input is read and registered (they need no torch).
-    return Detector(model, device, background=True)
+    detector = Detector(model, device, background=True, lean_imports=lean_imports)
+    # The overview's matplotlib (0.4 s to import; no longer brought in by MONAI's lean import)
+    # is imported by the loading thread once the model is in, beside the registration or the
+    # network, instead of at the write stage, after them.
+    detector.after_load(lambda: importlib.import_module(f"{__package__.rpartition('.')[0]}.outputs.overview"))
+    return detector
 
 
-def run(args, progress=None, detector_source=load_detector) -> int:
+def _load_for_this_run(model, device: str, progress):
+    """The command's own model load: lean imports when this process is `uadc` itself, which ends
+    when the command does (an in-process caller of cli.main may need the rest of MONAI later)."""
+    from ..cli import running_as_program
+
+    return load_detector(model, device, progress, lean_imports=running_as_program())
+
+
+def run(args, progress=None, detector_source=_load_for_this_run) -> int:
     """`progress` and `detector_source(model, device, progress)` are given by `uadc worker`, which
     keeps its model loaded between requests; the command itself reports to stdout/stderr and
     loads the model for this run."""
-    from ..detection.detector import ModelLoadError
-    from ..io import read_mask, read_volume, volume_stem
-    from ..outputs.folders import check_output_root, staged_folder, write_run_summary
-    from ..outputs.write import write_detection
+    from ..outputs.folders import check_output_root
+    from ..outputs.names import volume_stem
     from ..progress import Progress
 
+    # Only standard-library modules until the model load has started: the checks below need no
+    # numpy or SimpleITK, whose imports then run beside the load instead of before it.
     progress = progress or Progress(json_lines=args.json_progress)
     threshold = parse_threshold(args.threshold)
     out_root = check_output_root(Path(args.out_dir))
@@ -75,6 +93,11 @@ def run(args, progress=None, detector_source=load_detector) -> int:
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
     detector = detector_source(args.model, args.device, progress)
+    from ..detection.detector import ModelLoadError
+    from ..io import read_mask, read_volume
+    from ..outputs.folders import staged_folder, write_run_summary
+    from ..outputs.write import write_detection
+
     entries, failed = [], 0
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")

@@ -6,20 +6,25 @@ filtered in the brain -> back onto the input grid -> threshold + minimum compone
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import SimpleITK as sitk
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..io import image_like
-from ..preprocess.checked import preprocess_checked
-from ..preprocess.pipeline import Preprocessed
-from .residual_stats import STATS_FILE, load_residual_stats, residual_zscore
+
+if TYPE_CHECKING:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ..preprocess.pipeline import Preprocessed
+
+# numpy, SimpleITK, scipy (through preprocessing) are imported where they are used, not here:
+# `uadc detect` imports this module and starts the model load (the slowest part of start-up)
+# at once, and those imports then run beside it instead of before it.
 
 
 class ModelLoadError(Exception):
@@ -30,11 +35,21 @@ class ModelLoadError(Exception):
         self.error = error
 
 
-def _load_engine(model_dir: Path, device: str):
-    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights)."""
-    from ..engines import load_engine, resolve_device
+def _load_engine(model_dir: Path, device: str, lean_imports: bool = False):
+    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights).
 
-    resolved = resolve_device(device)
+    lean_imports: import the engine's code without the optional packages MONAI would pull in
+    (see lean_imports; 2 CPU s less). Only for processes that run nothing but detection, such as
+    `uadc detect`: in them MONAI's scipy- or pandas-based features stay unavailable."""
+    from ..engines import engine_class, load_engine, resolve_device
+
+    resolved = resolve_device(device)  # imports torch, with everything importable
+    if lean_imports:
+        from ..lean_imports import import_lean
+        from ..zoo import ModelCard
+
+        engine = ModelCard.read(model_dir).engine
+        import_lean(lambda: engine_class(engine))
     return load_engine(model_dir, resolved), str(resolved)
 
 
@@ -77,20 +92,23 @@ class Detector:
     background=True loads the engine (importing torch and MONAI, reading the weights: about
     2-3 s on a laptop CPU) in a thread, so that it overlaps the first volume's reading and
     registration, which need neither; `engine` and `device` wait for it. Errors of the load
-    are raised where they are first needed, as ModelLoadError (see `engine`)."""
+    are raised where they are first needed, as ModelLoadError (see `engine`). lean_imports: see
+    _load_engine (for processes that only detect)."""
 
-    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False):
+    def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False,
+                 lean_imports: bool = False):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
+        from .residual_stats import STATS_FILE, load_residual_stats
 
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
         self._loading = None
         self._summary = None
         if background:
-            self._loading = _in_background(_load_engine, self.model_dir, device)
+            self._loading = _in_background(_load_engine, self.model_dir, device, lean_imports)
         else:
-            self._engine, self._device = _load_engine(self.model_dir, device)
+            self._engine, self._device = _load_engine(self.model_dir, device, lean_imports)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
         # files listed in the card are checked against their sha256 by load_engine
@@ -103,6 +121,19 @@ class Detector:
             except ModelError as error:  # not the current input's fault: stop the run, not only this input
                 raise ModelLoadError(error) from None
             self._loading = None
+
+    def after_load(self, function) -> None:
+        """function() in the loading thread once the model has loaded (here and now when it already
+        has): for work needed later that should neither delay the load nor wait until it is needed.
+        Its errors are ignored: whoever needs the work done does it again and sees them."""
+        def call(_=None):
+            with contextlib.suppress(Exception):  # see the docstring
+                function()
+
+        if self._loading is None:
+            call()
+        else:
+            self._loading.add_done_callback(call)
 
     @property
     def engine(self):
@@ -123,13 +154,20 @@ class Detector:
 
     def model_residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
         """The engine's residual, as a z-score against healthy residuals when the model has them."""
+        from .residual_stats import residual_zscore
+
         residual = self.engine.residual(volume, healthy)
         return residual if self.residual_stats is None else residual_zscore(residual, self.residual_stats)
 
     def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
             min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
             source: str | None = None) -> Detection:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from ..io import image_like
         from ..postprocess.components import threshold_components
+        from ..preprocess.checked import preprocess_checked
 
         report = progress or (lambda stage, fraction, message="": None)
         timings = {}
@@ -139,15 +177,20 @@ class Detector:
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        engine = self.engine  # a model loading in the background is waited for here
+        timings["model_wait"] = time.perf_counter() - start
+        start = time.perf_counter()
+        # the stage begins now (the engine's own records come only after its first pass)
+        report("reconstruct", 0.0)
         volume = sitk.GetArrayFromImage(pre.model_input)
         brain = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
         reconstruction_progress = lambda fraction: report("reconstruct", fraction)  # noqa: E731
         spread = None
         if uncertainty_samples > 0:
-            healthy, spread = self.engine.reconstruct_with_uncertainty(
+            healthy, spread = engine.reconstruct_with_uncertainty(
                 volume, brain, samples=uncertainty_samples, progress=reconstruction_progress)
         else:
-            healthy = self.engine.reconstruct(volume, brain, progress=reconstruction_progress)
+            healthy = engine.reconstruct(volume, brain, progress=reconstruction_progress)
         timings["reconstruct"] = time.perf_counter() - start
 
         start = time.perf_counter()

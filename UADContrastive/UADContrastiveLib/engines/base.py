@@ -12,11 +12,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar, Optional
 
-import numpy as np
-
 from ..errors import ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..zoo.card import ModelCard
 
 # Called with the fraction done (0..1) of one reconstruction.
@@ -42,6 +42,8 @@ class Engine(ABC):
 
     def residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
         """Signed residual, the input of filtering and residual statistics: input - healthy."""
+        import numpy as np  # here, not at the top: `uadc` reads the engine registry to build its parser
+
         return (volume - healthy).astype(np.float32, copy=False)
 
     def reconstruct_with_uncertainty(self, volume: np.ndarray, brain: np.ndarray, samples: int = 4,

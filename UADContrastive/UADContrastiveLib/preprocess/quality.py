@@ -47,14 +47,22 @@ def check_spacing(image: sitk.Image, source=None) -> list[str]:
 
 def _template_regions(template):
     """Template brain, brain mask and its white-matter, grey-matter and CSF regions (by the
-    T1 template's own intensities: CSF darkest, then grey, white brightest)."""
+    T1 template's own intensities: CSF darkest, then grey, white brightest); made once per
+    template (read-only arrays)."""
+    return template.cached("tissue regions", lambda: _regions(template))
+
+
+def _regions(template):
     brain = sitk.GetArrayFromImage(template.brain)
     inside = sitk.GetArrayFromImage(template.brain_probability) > 0.5
     values = brain[inside]
     white = inside & (brain > np.percentile(values, 70))
     grey = inside & (brain > np.percentile(values, 15)) & (brain < np.percentile(values, 35))
     csf = inside & (brain < np.percentile(values, 4))
-    return brain, inside, white, grey, csf
+    regions = (brain, inside, white, grey, csf)
+    for array in regions:
+        array.flags.writeable = False  # shared by every later subject
+    return regions
 
 
 def contrast_ratios(volume: np.ndarray, subject_brain: np.ndarray, template) -> dict:

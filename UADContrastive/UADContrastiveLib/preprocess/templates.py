@@ -12,7 +12,7 @@ Dice ~0.5), and an IXI-built head matches the scanner population of the training
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +62,27 @@ class Template:
     brain_probability: sitk.Image  # 0..1, on the model grid
     grid: ModelGrid
     name: str = SHIPPED_TEMPLATE
+    # Derived images made on first use and kept for every later subject (a Detector keeps its
+    # template for all its inputs): the skull-stripped brain and the registration pyramids.
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def cached(self, key: str, make):
+        """make(), computed once per template: what is derived from it is the same for every subject."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     @property
     def brain(self) -> sitk.Image:
         """Skull-stripped template: the head inside brain probability > 0.5."""
-        return sitk.Mask(self.head, sitk.Cast(self.brain_probability > 0.5, sitk.sitkUInt8))
+        return self.cached("brain", lambda: sitk.Mask(self.head, sitk.Cast(self.brain_probability > 0.5,
+                                                                             sitk.sitkUInt8)))
+
+    def pyramid(self, which: str):
+        """The registration pyramid (preprocess.pipeline.Pyramid) of the "head" or the "brain"."""
+        from .pipeline import Pyramid
+
+        return self.cached(f"pyramid {which}", lambda: Pyramid(self.head if which == "head" else self.brain))
 
     def on_grid(self, grid: ModelGrid) -> Template:
         """This template resampled (linearly, in MNI space) onto another model grid, for a model
