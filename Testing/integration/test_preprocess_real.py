@@ -126,3 +126,18 @@ def test_model_input_is_normalised_brain(preprocessed_ixi):
         assert np.all(array[~brain] == 0)
         assert 0.3 < np.median(array[brain]) < 0.95
         assert 0.6 < brain.sum() * 8 / 1000 / 1000 < 2.2  # litres of brain on the model grid
+
+
+def test_registration_repeats_bit_for_bit_with_threads_available(shared_data, template):
+    """BraTS pat0006 once passed the registration check and once failed it: ITK's threads
+    summed the metric in varying order. Registration now runs on one ITK thread; the rest of
+    ITK keeps the threads it had."""
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+    try:
+        image = read_volume(shared_data / "lesions" / "brats2013" / "brats_2013_pat0006_1" / "t1c.nii.gz")
+        first, second = (preprocess(image, template).transform.GetParameters() for _ in range(2))
+        assert first == second
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 2
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)

@@ -13,6 +13,8 @@ to the template brain.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -133,6 +135,29 @@ class Pyramid:
         return self._levels[factor]
 
 
+_ITK_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def single_threaded_itk():
+    """ITK's default thread count set to 1 for the block, restored after.
+
+    Mattes mutual information with random sampling sums its per-thread partial results in
+    whatever order the threads finish, so a multi-threaded registration of the same scan can
+    land 0.2-0.6 mm apart from one run to the next (measured: BraTS pat0006 refused by the
+    registration check on one run, accepted on another). With one thread it is repeatable bit
+    for bit, and no slower where it matters: in `uadc detect` the other core is busy importing
+    torch meanwhile (BraTS 1 mm, under load: 1.5 s with one thread, 1.7-2.1 s with two).
+    ITK work that other threads start meanwhile also runs on one thread, slower but unchanged."""
+    with _ITK_THREADS_LOCK:
+        previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        try:
+            yield
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
 def register_affine(fixed: sitk.Image | Pyramid, moving: sitk.Image, seed: int = 1) -> sitk.Transform:
     """Affine registration by Mattes mutual information: similarity, then affine, coarse to fine
     on the levels SIMILARITY_LEVELS and AFFINE_LEVELS (a Pyramid of the fixed image keeps its
@@ -140,7 +165,13 @@ def register_affine(fixed: sitk.Image | Pyramid, moving: sitk.Image, seed: int =
 
     Returns the transform mapping fixed-space points to moving-space points (ITK
     convention), so `sitk.Resample(moving, fixed, transform)` puts moving on fixed's grid.
+    Repeatable: the same images give the same transform on every run (see single_threaded_itk).
     """
+    with single_threaded_itk():
+        return _register_affine(fixed, moving, seed)
+
+
+def _register_affine(fixed: sitk.Image | Pyramid, moving: sitk.Image, seed: int) -> sitk.Transform:
     fixed = fixed if isinstance(fixed, Pyramid) else Pyramid(fixed)
     moving = sitk.Cast(no_finer_than(moving, fixed.image), sitk.sitkFloat32)
     moving_levels = {1: moving}
@@ -151,6 +182,7 @@ def register_affine(fixed: sitk.Image | Pyramid, moving: sitk.Image, seed: int =
         if factor not in moving_levels:
             moving_levels[factor] = coarser(moving, factor * max(fixed.image.GetSpacing()))
         method = sitk.ImageRegistrationMethod()
+        method.SetNumberOfThreads(1)
         method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         method.SetMetricSamplingStrategy(method.RANDOM)
         method.SetMetricSamplingPercentage(sampling, seed)
