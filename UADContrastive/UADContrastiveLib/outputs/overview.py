@@ -66,6 +66,30 @@ def _robust_range(values: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
+# Fixed margins in inches (title, row labels, colour bar). Matplotlib's constrained layout
+# found the same arrangement but cost half of the overview's time (0.23 of 0.45 s on an IXI
+# head), spent on every detection.
+PANEL_INCHES, TOP_INCHES, LEFT_INCHES, BOTTOM_INCHES, RIGHT_INCHES, GAP_INCHES = 2.0, 0.75, 0.3, 0.1, 0.9, 0.06
+
+
+def _figure(columns: int, aspect: float):
+    """A figure of len(ROWS) x columns image panels (width/height = aspect), with a colour-bar
+    axis beside the anomaly-map row: (figure, axes[row][column], colour-bar axes)."""
+    panel_width = PANEL_INCHES * aspect
+    width = LEFT_INCHES + columns * panel_width + (columns - 1) * GAP_INCHES + RIGHT_INCHES
+    height = TOP_INCHES + len(ROWS) * PANEL_INCHES + (len(ROWS) - 1) * GAP_INCHES + BOTTOM_INCHES
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(ROWS), columns, squeeze=False, gridspec_kw={
+        "left": LEFT_INCHES / width, "right": 1 - RIGHT_INCHES / width,
+        "bottom": BOTTOM_INCHES / height, "top": 1 - TOP_INCHES / height,
+        "wspace": GAP_INCHES / panel_width, "hspace": GAP_INCHES / PANEL_INCHES})
+    map_row = axes[ROWS.index("anomaly map")][-1].get_position()
+    colorbar_axes = figure.add_axes((map_row.x1 + 0.1 / width, map_row.y0 + 0.05 * map_row.height,
+                                     0.12 / width, 0.9 * map_row.height))
+    return figure, axes, colorbar_axes
+
+
 def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map: np.ndarray,
                        mask: np.ndarray, path: str | Path, n_slices: int = 4,
                        title: str | None = None, brain: np.ndarray | None = None) -> Path:
@@ -88,11 +112,7 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
     mask_colours = ListedColormap([MASK_COLOUR])
 
     height, width = input_array.shape[1:]
-    panel = 2.0
-    figure = Figure(figsize=(panel * len(slices) * width / height + 1.2, panel * len(ROWS) + 0.6), dpi=100,
-                    layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(len(ROWS), len(slices), squeeze=False)
+    figure, axes, colorbar_axes = _figure(len(slices), width / height)
     map_image = None
     for column, z in enumerate(slices):
         for row in range(len(ROWS)):
@@ -114,11 +134,11 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
     for x, y, letter in ((0.03, 0.5, "R"), (0.97, 0.5, "L"), (0.5, 0.97, "A")):
         axes[0][0].text(x, y, letter, transform=axes[0][0].transAxes, color="yellow", fontsize=8,
                         ha="center", va="center")
-    figure.colorbar(map_image, ax=[axes[2][c] for c in range(len(slices))], shrink=0.9, label="anomaly")
+    figure.colorbar(map_image, cax=colorbar_axes, label="anomaly")
     flagged = int(mask.sum())
     heading = title or "Anomaly detection overview"
     figure.suptitle(f"{heading}\n{flagged} voxels flagged; axial, radiological (patient right on the left), "
-                    "anterior up", fontsize=9)
+                    "anterior up", fontsize=9, y=1 - 0.06 / figure.get_figheight(), va="top")
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
