@@ -79,7 +79,7 @@ def test_detect_command_follows_the_cli_contract(tmp_path):
     assert pairs["--device"] == "cpu"
     assert pairs["--threshold"] == "auto"
     assert float(pairs["--min-size"]) == 150.0
-    assert {"--json-progress", "--overwrite", "--uncertainty"} <= set(command)
+    assert {"--json-progress", "--overwrite", "--uncertainty", "--no-overview"} <= set(command)
 
 
 def test_child_environment_puts_the_module_folder_first():

@@ -105,7 +105,7 @@ def test_loaded_model_is_reused_until_model_device_or_card_change(tmp_path, monk
     first = loaded.get(str(tmp_path / "a"), "cpu", progress)
     assert loaded.get(str(tmp_path / "a"), "cpu", progress) is first
     assert records[-1] == {"model_reused": True, "models_loaded": 1}
-    assert loads[0][2] == {"model_reused": False, "models_loaded": 1}
+    assert loads[0][2] == {"overview": True, "model_reused": False, "models_loaded": 1}
     loaded.get(str(tmp_path / "b"), "cpu", progress)  # another model replaces it
     loaded.get(str(tmp_path / "b"), "auto", progress)  # another device too
     card = tmp_path / "b" / "model.json"

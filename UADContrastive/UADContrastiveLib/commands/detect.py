@@ -44,13 +44,14 @@ def _labelled(progress, label: str):
     return lambda stage, fraction, message="": progress(stage, fraction, message or label)
 
 
-def load_detector(model, device: str, progress, lean_imports: bool = False, **fields):
+def load_detector(model, device: str, progress, lean_imports: bool = False, overview: bool = True, **fields):
     """A freshly loaded model, for one run of the command (`fields`: extras for the progress record).
 
     The model (torch, MONAI, weights: the slowest part of start-up) loads in a thread while the
     image libraries are imported and the first input is read and registered (they need no torch).
     lean_imports: MONAI without its optional packages (see Detector), for a process that ends
-    after detecting."""
+    after detecting. overview: whether overview.png will be drawn (then matplotlib is imported
+    early, see below)."""
     from ..detection.detector import Detector
 
     progress(protocol.LOAD_MODEL, 0.0, "loading the model", **fields)
@@ -58,20 +59,21 @@ def load_detector(model, device: str, progress, lean_imports: bool = False, **fi
     # The overview's matplotlib (0.4 s to import; no longer brought in by MONAI's lean import)
     # is imported by the loading thread once the model is in, beside the registration or the
     # network, instead of at the write stage, after them.
-    detector.after_load(lambda: importlib.import_module(f"{__package__.rpartition('.')[0]}.outputs.overview"))
+    if overview:
+        detector.after_load(lambda: importlib.import_module(f"{__package__.rpartition('.')[0]}.outputs.overview"))
     return detector
 
 
-def _load_for_this_run(model, device: str, progress):
+def _load_for_this_run(model, device: str, progress, overview: bool = True):
     """The command's own model load: lean imports when this process is `uadc` itself, which ends
     when the command does (an in-process caller of cli.main may need the rest of MONAI later)."""
     from ..cli import running_as_program
 
-    return load_detector(model, device, progress, lean_imports=running_as_program())
+    return load_detector(model, device, progress, lean_imports=running_as_program(), overview=overview)
 
 
 def run(args, progress=None, detector_source=_load_for_this_run) -> int:
-    """`progress` and `detector_source(model, device, progress)` are given by `uadc worker`, which
+    """`progress` and `detector_source(model, device, progress, overview=...)` are given by `uadc worker`, which
     keeps its model loaded between requests; the command itself reports to stdout/stderr and
     loads the model for this run."""
     from ..outputs.folders import check_output_root
@@ -92,7 +94,7 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
-    detector = detector_source(args.model, args.device, progress)
+    detector = detector_source(args.model, args.device, progress, overview=not args.no_overview)
     from ..detection.detector import ModelLoadError
     from ..io import read_mask, read_volume
     from ..outputs.folders import staged_folder, write_run_summary

@@ -82,8 +82,9 @@ class LoadedModel:
         card = (folder / CARD).stat()
         return str(folder), card.st_mtime_ns, card.st_size, device
 
-    def get(self, model, device: str, progress):
-        """The detector for (model, device): the loaded one, or a new one (reported either way)."""
+    def get(self, model, device: str, progress, overview: bool = True):
+        """The detector for (model, device): the loaded one, or a new one (reported either way).
+        overview: the first request's wish, which decides whether matplotlib is imported early."""
         from .detect import load_detector
 
         key = self.key(model, device)
@@ -92,7 +93,8 @@ class LoadedModel:
             return self._detector
         self.forget()
         self.loads += 1
-        detector = load_detector(model, device, progress, model_reused=False, models_loaded=self.loads)
+        detector = load_detector(model, device, progress, overview=overview, model_reused=False,
+                                 models_loaded=self.loads)
         self._key, self._detector = key, detector
         return detector
 
