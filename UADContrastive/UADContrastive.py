@@ -284,6 +284,10 @@ class UADContrastiveWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onModelChanged(self, index=None) -> None:
         if self._parameterNode and self.ui.modelComboBox.currentData is not None:
             self._parameterNode.model = self.ui.modelComboBox.currentData
+        card = self.currentCard()
+        self.ui.modelWarningLabel.text = options.model_warning(card)
+        self.ui.modelComboBox.toolTip = card.get("description") or _(
+            "Installed anomaly-detection models and the MRI modality each expects.")
         self.refreshPresets()
 
     def onDeviceChanged(self, index=None) -> None:

@@ -30,6 +30,23 @@ def test_version_exits_0():
     assert main(["--version"]) == 0
 
 
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """`uadc models list | head -1`: the pipe closes before the listing is written."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "UADContrastive")}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes
+    try:
+        result = subprocess.run([sys.executable, "-m", "UADContrastiveLib", "models", "list"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert "Traceback" not in result.stderr and "error" not in result.stderr
+
+
 def test_json_progress_lines_are_parseable():
     stream = io.StringIO()
     progress = Progress(json_lines=True, stream=stream)

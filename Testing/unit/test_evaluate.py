@@ -131,10 +131,39 @@ def test_protocol_table_gives_each_engine_its_means_speed_and_training_time():
 
     results = {"engine-a 0.1": {"report_real_shapes": rows("report_real_shapes", [0.2, 0.4], [3.0, 5.0])},
                "atlas 0.2": {"report_real_shapes": rows("report_real_shapes", [0.1, 0.3], [1.0, 2.0])}}
-    table = table_rows(results, {"engine-a 0.1": 116.0})
+    refused = {"atlas 0.2": {"report_real_shapes": [{"id": "brats/pat0006", "error": "registration failed"}]}}
+    table = table_rows(results, {"engine-a 0.1": 116.0}, refused)
     by_model = {r["model"]: r for r in table}
     assert by_model["engine-a 0.1"]["auprc"] == 0.3 and by_model["engine-a 0.1"]["seconds_per_volume"] == 4.0
     assert by_model["engine-a 0.1"]["training_minutes"] == 116.0 and by_model["atlas 0.2"]["training_minutes"] is None
     markdown = table_markdown(table, "report")
     assert "| report_real_shapes | engine-a 0.1 | 2 | 0.300 | 0.150 | 0.300 | n/a | 4.0 | 116.0 |" in markdown
     assert "REAL lesion shapes" in markdown  # the data and modality are named beside the figures
+    assert "| report_real_shapes | atlas 0.2 | 2 (1) | 0.200 |" in markdown
+    assert "Refused by the detection path (left out of the means): atlas 0.2 on report_real_shapes: brats/pat0006." \
+        in markdown
+
+
+def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from UADContrastiveLib.detection import detector as detector_module
+    from UADContrastiveLib.evaluation import protocol
+
+    monkeypatch.setenv("UADC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(protocol, "build_sets", lambda data, sets_dir, log=print: {
+        name: tmp_path / f"{name}.csv" for part in protocol.PARTS.values() for name in part})
+    monkeypatch.setattr(protocol, "read_cases_csv", lambda path: [{"id": "ok"}, {"id": "pat0006"}])
+    monkeypatch.setattr(detector_module, "Detector", lambda model, device: SimpleNamespace(
+        card=SimpleNamespace(name=model, version="1.0", training={"wall_time_minutes": 5})))
+
+    def evaluate_cases(detector, cases, dataset):
+        row = {"dataset": dataset, "auprc": 0.5, "dice": 0.2, "best_dice": 0.3, "fp_fraction": 0.01, "seconds": 2.0}
+        return [row], [{"id": "pat0006", "error": "the registration check failed"}]
+
+    result = protocol.run_protocol(["m"], tmp_path, tmp_path / "out", "tuning", evaluate_cases, log=lambda *_: None)
+    assert [(r["set"], r["cases"], r["refused"]) for r in result["table"]] == [
+        ("tuning_real_shapes", 1, ["pat0006"]), ("tuning_healthy", 1, ["pat0006"])]
+    written = json.loads((tmp_path / "out" / "table.json").read_text())["table"]
+    assert written[0]["refused"] == ["pat0006"]
+    assert "m 1.0 on tuning_real_shapes: pat0006" in (tmp_path / "out" / "table.md").read_text()

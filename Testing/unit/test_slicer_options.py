@@ -1,6 +1,7 @@
 """What the module's widget offers (models, devices, presets, warnings): pure helpers."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -119,3 +120,19 @@ def test_stage_progress_is_weighted_and_never_decreases():
     assert all(b >= a for a, b in zip(seen, seen[1:])) and seen[-1] == 1.0
     weights = dict(STAGE_WEIGHTS)
     assert seen[4] == pytest.approx(weights["load model"] + weights["preprocess"] + weights["reconstruct"] / 2)
+
+
+def test_shipped_comparison_models_are_marked_in_the_selector_and_warned_about():
+    """The shipped cards: the default is offered plainly; the experimental engines and the
+    ablation carry their kind in the label and their status line under the selector."""
+    models = REPO / "UADContrastive" / "Resources" / "Models"
+    cards = {folder.name: json.loads((folder / "model.json").read_text())
+             for folder in models.iterdir() if (folder / "model.json").exists()}
+    default = cards["contrastive-diffusion-t1"]
+    assert options.model_choice(default).label == "contrastive-diffusion-t1 (T1)"
+    assert options.model_warning(default) == ""
+    for name, kind in (("mad-ad-t1", "experimental"), ("latent-ddpm-t1", "experimental"), ("ddpm-t1", "ablation")):
+        assert options.model_choice(cards[name]).label == f"{name} (T1; {kind})"
+        assert options.model_warning(cards[name]).startswith(f"Not for clinical reading. This model is {kind}: ")
+    assert options.model_warning(None) == ""
+    assert options.model_choice({"name": "m", "status": "trained for 2 h"}).label == "m"  # a sentence, not a kind

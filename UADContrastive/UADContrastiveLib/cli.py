@@ -7,6 +7,7 @@ MONAI) happen inside the commands' `run`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report_error(args, "interrupted; no partial outputs were left.", EXIT_INTERNAL)
         return 130
+    except BrokenPipeError:  # the reader left (`uadc models list | head`): not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except Exception as error:  # noqa: BLE001 - the last line of defence turns a crash into exit 1
         traceback.print_exc(file=sys.stderr)
         _report_error(args, f"internal error: {error}. Please report it with the traceback above.", EXIT_INTERNAL)

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from UADContrastiveLib.postprocess.presets import HEALTHY_FPR_PRESETS, PRESET_TOOLTIP  # noqa: F401 - re-exported
+from UADContrastiveLib.zoo.card import status_kind
 
-CPU_WARNING = ("Running on the CPU: expect a few minutes per volume. Slicer stays usable "
-               "meanwhile and Cancel stops the run.")
+CPU_WARNING = ("Running on the CPU: about 5-20 s per volume on a laptop, depending on the model "
+               "(longer with uncertainty). Slicer stays usable meanwhile and Cancel stops the run.")
 
 
 @dataclass
@@ -41,8 +42,16 @@ def model_choice(entry) -> ModelChoice:
     modality = card.get("modality")
     if isinstance(modality, (list, tuple)):
         modality = "/".join(str(m) for m in modality)
-    label = f"{name} ({modality})" if modality else name
+    notes = "; ".join(n for n in (modality, status_kind(card.get("status"))) if n)
+    label = f"{name} ({notes})" if notes else name
     return ModelChoice(name, label, card)
+
+
+def model_warning(card: dict | None) -> str:
+    """What the panel says under the model selector: the card's status line, for models shipped
+    to compare against rather than to use (experimental engines, the ablation)."""
+    status = str((card or {}).get("status") or "").strip()
+    return f"Not for clinical reading. This model is {status}" if status else ""
 
 
 def model_choices() -> list[ModelChoice]:

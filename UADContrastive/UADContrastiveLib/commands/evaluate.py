@@ -88,7 +88,7 @@ def run(args) -> int:
         from ..evaluation.protocol import run_protocol, shipped_model_names
 
         def cases_of(detector, cases, dataset):
-            return evaluate_cases(detector, cases, dataset, None, args.min_size, progress)[0]
+            return evaluate_cases(detector, cases, dataset, None, args.min_size, progress)
 
         result = run_protocol(args.models or shipped_model_names(), Path(args.protocol),
                               check_output_root(Path(args.out_dir)), args.part, cases_of, args.device,

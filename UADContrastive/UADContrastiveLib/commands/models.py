@@ -20,8 +20,14 @@ def add_parser(sub) -> None:
 
 
 def _describe(card) -> str:
+    """One line per model; models shipped for comparison (a card `status` such as "experimental:
+    ..." or "ablation: ...") say so, so nobody takes them for the default."""
+    from ..zoo.card import status_kind
+
     calibrated = "calibrated" if card.thresholds.values else "uncalibrated"
-    return f"{card.name:28s} {card.engine:22s} {card.modality:5s} v{card.version:7s} {calibrated:12s} {card.folder}"
+    kind = status_kind(card.extra.get("status"))
+    return (f"{card.name:28s} {card.engine:22s} {card.modality:5s} v{card.version:7s} {calibrated:12s} "
+            f"{kind:12s} {card.folder}")
 
 
 def run(args) -> int:

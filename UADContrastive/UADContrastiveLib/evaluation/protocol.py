@@ -65,14 +65,17 @@ def shipped_model_names() -> list[str]:
     return [m["name"] for m in list_models() if m["source"] == "shipped"]
 
 
-def table_rows(results: dict, training_minutes: dict | None = None) -> list[dict]:
-    """{model: {set: rows}} -> one row per (set, model) with means, timing and training time."""
+def table_rows(results: dict, training_minutes: dict | None = None, refused: dict | None = None) -> list[dict]:
+    """{model: {set: rows}} -> one row per (set, model) with means, timing and training time.
+    refused: {model: {set: [{"id", "error"}]}}, the cases the detection path refused (not in
+    the means, so a model that refuses hard cases is not flattered silently)."""
     table = []
     for model, sets in results.items():
         for name, rows in sets.items():
             summary = summarise(rows).get(name, {})
-            entry = {"set": name, "model": model, "cases": len(rows),
-                     "seconds_per_volume": round(float(np.median([r["seconds"] for r in rows])), 1),
+            refused_cases = ((refused or {}).get(model) or {}).get(name) or []
+            entry = {"set": name, "model": model, "cases": len(rows), "refused": [c["id"] for c in refused_cases],
+                     "seconds_per_volume": round(float(np.median([r["seconds"] for r in rows])), 1) if rows else None,
                      "training_minutes": (training_minutes or {}).get(model)}
             for metric in TABLE_METRICS:
                 value = (summary.get(metric) or {}).get("mean")
@@ -82,7 +85,7 @@ def table_rows(results: dict, training_minutes: dict | None = None) -> list[dict
 
 
 def table_markdown(table: list[dict], part: str) -> str:
-    lines = [f"| set ({part} part) | model | cases | AUPRC | Dice at threshold | best Dice | healthy voxels flagged "
+    lines = [f"| set ({part} part) | model | cases (refused) | AUPRC | Dice at threshold | best Dice | healthy voxels flagged "
              "| s / volume | training (min) |", "|---|---|---|---|---|---|---|---|---|"]
     def cell(row: dict, key: str, percent: bool = False) -> str:
         value = row.get(key)
@@ -92,10 +95,14 @@ def table_markdown(table: list[dict], part: str) -> str:
 
     for r in table:
         healthy = r["set"].endswith("healthy")
-        lines.append(f"| {r['set']} | {r['model']} | {r['cases']} | {'n/a' if healthy else cell(r, 'auprc')} | "
+        cases = f"{r['cases']} ({len(r['refused'])})" if r.get("refused") else str(r["cases"])
+        lines.append(f"| {r['set']} | {r['model']} | {cases} | {'n/a' if healthy else cell(r, 'auprc')} | "
                      f"{'n/a' if healthy else cell(r, 'dice')} | {'n/a' if healthy else cell(r, 'best_dice')} | "
-                     f"{cell(r, 'fp_fraction', percent=True)} | {r['seconds_per_volume']} | "
+                     f"{cell(r, 'fp_fraction', percent=True)} | {r['seconds_per_volume'] or 'n/a'} | "
                      f"{'n/a' if r.get('training_minutes') is None else r['training_minutes']} |")
+    refusals = [f"{r['model']} on {r['set']}: {', '.join(r['refused'])}" for r in table if r.get("refused")]
+    if refusals:
+        lines += ["", "Refused by the detection path (left out of the means): " + "; ".join(refusals) + "."]
     lines += ["", "Data: " + "; ".join(f"{k}: {v}" for k, v in NOTES.items() if any(r['set'] == k for r in table)),
               f"Machine: {platform.processor() or platform.machine()}, times are medians per volume, end to end "
               "(preprocessing, reconstruction, map, threshold); training is the card's wall time on the "
@@ -105,29 +112,32 @@ def table_markdown(table: list[dict], part: str) -> str:
 
 def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evaluate_cases,
                  device: str = "auto", log=print) -> dict:
-    """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> rows`."""
+    """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> (rows,
+    refused cases)`."""
     from ..detection.detector import Detector
     from ..resources import user_cache_dir
 
     out_dir = Path(out_dir)
     paths = build_sets(data, user_cache_dir() / "evaluation-sets", log=log)
     results: dict = {}
+    refused: dict = {}
     training_minutes: dict = {}
     for model in models:
         detector = Detector(model, device)
         name = f"{detector.card.name} {detector.card.version}"
-        results[name] = {}
+        results[name], refused[name] = {}, {}
         training_minutes[name] = detector.card.training.get("wall_time_minutes")
         for set_name in PARTS[part]:
             cases = read_cases_csv(paths[set_name])
             start = time.perf_counter()
-            rows = evaluate_cases(detector, cases, set_name)
-            log(f"{name} on {set_name}: {len(rows)} cases in {time.perf_counter() - start:.0f} s")
+            rows, refused[name][set_name] = evaluate_cases(detector, cases, set_name)
+            log(f"{name} on {set_name}: {len(rows)} cases in {time.perf_counter() - start:.0f} s"
+                + (f", {len(refused[name][set_name])} refused" if refused[name][set_name] else ""))
             if rows:
                 write_evaluation_report(rows, out_dir / name / set_name, f"{name} on {set_name}",
                                         {set_name: NOTES[set_name]})
             results[name][set_name] = rows
-    table = table_rows(results, training_minutes)
+    table = table_rows(results, training_minutes, refused)
     write_text(json.dumps({"part": part, "table": table}, indent=2) + "\n", out_dir / "table.json")
     write_text(table_markdown(table, part), out_dir / "table.md")
     return {"table": table, "out_dir": str(out_dir)}

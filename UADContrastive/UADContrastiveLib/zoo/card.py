@@ -23,6 +23,13 @@ _TYPED_FIELDS = ("name", "version", "engine", "modality", "template", "model_gri
                  "network", "inference", "postprocess", "thresholds", "training", "evaluation", "files")
 
 
+
+def status_kind(status) -> str:
+    """The one-word kind of a card's `status` line ("experimental: trained 25 min..." ->
+    "experimental"; "ablation: ..." -> "ablation"); "" without one: a model meant for use."""
+    kind = str(status or "").partition(":")[0].strip()
+    return kind if kind and " " not in kind else ""
+
 @dataclass
 class Thresholds:
     """Calibrated thresholds: {key: value}, the key used by default, and the minimum component
