@@ -34,6 +34,18 @@ def save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def load_checkpoint(path: Path, device="cpu") -> dict:
+    """A training checkpoint read with torch.load(weights_only=True): tensors and plain Python
+    containers only, no pickled code run, with the numpy array and dtype globals that the
+    random-number states (rng_state) are pickled through allowed. A checkpoint is a file a user
+    may be handed to resume from, so it gets the same care as shipped weights."""
+    numpy_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core to np._core
+    allowed = [np.ndarray, np.dtype, numpy_core.multiarray._reconstruct,
+               type(np.dtype(np.uint32)), type(np.dtype(np.uint64))]  # the bit generators' key dtypes
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def log_record(path: Path | None, record: dict) -> None:
     if path is None:
         return

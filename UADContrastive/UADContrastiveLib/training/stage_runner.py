@@ -25,6 +25,7 @@ from .loop import (
     Budget,
     autocast,
     count_step,
+    load_checkpoint,
     log_record,
     progress_bar,
     rng_state,
@@ -75,7 +76,7 @@ def run_stage(spec: StageSpec, checkpoint: Path, device: torch.device, resume: b
     losses: list[float] = []
     history: list[dict] = []
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         spec.model.load_state_dict(state["model"])
         if spec.ema is not None and state.get("ema") is not None:
             spec.ema.load_state_dict(state["ema"])

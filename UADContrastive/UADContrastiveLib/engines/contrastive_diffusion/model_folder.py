@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ... import datasets
-from ...training.loop import checkpoint_path, hardware, save_atomic
+from ...training.loop import checkpoint_path, hardware, load_checkpoint, save_atomic
 from ...training.slice_cache import validation_slices
 from ...zoo.card import ModelCard
 from ...zoo.registry import sha256_file
@@ -92,7 +92,7 @@ def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], v
     device_ = torch.device(device)
     cfg = config["diffusion"]
     ckpt = checkpoint_path(config, Path(out_dir), "diffusion")
-    state = torch.load(ckpt, map_location=device_, weights_only=False)
+    state = load_checkpoint(ckpt, device_)
     conditioned = bool(cfg.get("conditioned", True))
     encoder = None
     if conditioned:

@@ -33,6 +33,7 @@ from ...training.loop import (
     autocast,
     checkpoint_path,
     count_step,
+    load_checkpoint,
     log_record,
     progress_bar,
     random_batch,
@@ -115,7 +116,7 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
     budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
     losses: list[float] = []
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt, device)
         encoder.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
@@ -168,7 +169,7 @@ def load_pretrained_encoder(config: dict, out_dir: Path, device) -> tuple[nn.Mod
     if not path.exists():
         raise FileNotFoundError(f"no pre-trained encoder at {path}: run the 'encoder' stage first "
                                 "(or set diffusion.encoder_path)")
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_checkpoint(path, device)
     encoder = build_encoder(state.get("network", config["encoder"]["network"])).to(device)
     encoder.load_state_dict(state["model"])
     return encoder, state.get("summary", {})
@@ -188,7 +189,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     elif conditioned:
         final = checkpoint_path(config, out_dir, "encoder").with_name("encoder_final.pt")
         if final.exists():
-            encoder_summary = torch.load(final, map_location="cpu", weights_only=False).get("summary", {})
+            encoder_summary = load_checkpoint(final).get("summary", {})
     if not conditioned:
         encoder = None
     unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
@@ -220,7 +221,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     history: list[dict] = []
     losses: list[float] = []
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt, device)
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         if train_encoder_too and state.get("encoder") is not None:
