@@ -92,6 +92,15 @@ def test_component_thresholder_matches_function_and_caches():
             expected_mask, expected = threshold_components(volume, threshold, min_size, (0.9, 0.9, 3.0))
             np.testing.assert_array_equal(mask, expected_mask)
             assert components == expected
+            # the sliders' summary: same mask, the count and volume of the same components
+            cropped, count, volume_ml = session.cropped_mask_and_totals(threshold, min_size)
+            np.testing.assert_array_equal(cropped.full(volume.shape), expected_mask)
+            if cropped.box is not None and threshold >= 0:  # cropped: within the slices that hold flagged voxels
+                z_above = np.flatnonzero(np.any(volume > threshold, axis=(1, 2)))
+                assert z_above[0] <= cropped.box[0].start and cropped.box[0].stop <= z_above[-1] + 1
+            assert count == len(expected)
+            assert volume_ml == pytest.approx(sum(c["volume_ml"] for c in expected), abs=1e-4)
+    assert session.cropped_mask_and_totals(0.2, 0.0)[1] > 1  # the loop above saw several components
     session(0.1, 0.0)
     labelled = session._last
     session(0.1, 500.0)

@@ -32,7 +32,6 @@ OVERLAY_FLOOR_FRACTION = 0.5
 class ThresholdSummary:
     count: int
     total_ml: float
-    components: list
 
     def text(self) -> str:
         if self.count == 0:
@@ -219,10 +218,8 @@ class AnomalyResults:
         return self._thresholder_cache[1]
 
     def _threshold(self, threshold: float, min_size_mm3: float):
-        mask, components = self._thresholder()(float(threshold), float(min_size_mm3))
-        from UADContrastiveLib.outputs.report import anomalous_volume_ml
-
-        return mask, ThresholdSummary(len(components), anomalous_volume_ml(components), list(components))
+        mask, count, total_ml = self._thresholder().cropped_mask_and_totals(float(threshold), float(min_size_mm3))
+        return mask, ThresholdSummary(count, total_ml)
 
     def summarize(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
         """What the map gives at these settings, without touching the (maybe edited) segment."""
@@ -231,7 +228,8 @@ class AnomalyResults:
     def update_segment_from_map(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
         """Re-threshold the anomaly map held by the map node and refill the segment."""
         mask, summary = self._threshold(threshold, min_size_mm3)
-        segments.set_segment_mask(self.segmentation_node, mask, geometry.ijk_to_ras_of(self.map_node))
+        segments.set_segment_cropped_mask(self.segmentation_node, mask.box, mask.box_mask,
+                                          geometry.ijk_to_ras_of(self.map_node))
         style_anomaly_map(self.map_node, threshold)
         return summary
 

@@ -63,17 +63,19 @@ def nonzero_box(mask: np.ndarray) -> tuple[int, int, int, int, int, int]:
     return int(ks[0]), int(ks[-1]), int(js[0]), int(js[-1]), int(is_[0]), int(is_[-1])
 
 
-def oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray):
-    """A vtkOrientedImageData (uint8, 0/1) holding `mask` (k, j, i) on the given grid,
-    cropped to the nonzero voxels (extent offsets keep the positions).
+def oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray, offset_kji: tuple[int, int, int] = (0, 0, 0)):
+    """A vtkOrientedImageData (uint8, 0/1) holding `mask` (k, j, i), whose first voxel is voxel
+    `offset_kji` of the grid `ijk_to_ras`, cropped to the nonzero voxels (extent offsets keep
+    the positions).
 
     Cropping matters for the slider: the segmentation logic then copies and scans only
     the anomalies' bounding box instead of the whole 256^3 grid on every move.
     """
     k0, k1, j0, j1, i0, i1 = nonzero_box(mask)
     cropped = np.ascontiguousarray(mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1], dtype=np.uint8)
+    k, j, i = (int(o) for o in offset_kji)
     image = slicer.vtkOrientedImageData()
-    image.SetExtent(i0, i1, j0, j1, k0, k1)
+    image.SetExtent(i0 + i, i1 + i, j0 + j, j1 + j, k0 + k, k1 + k)
     image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(cropped.ravel(), deep=True))
     return image
@@ -82,8 +84,17 @@ def oriented_mask(mask: np.ndarray, ijk_to_ras: np.ndarray):
 def set_segment_mask(segmentation_node, mask: np.ndarray, ijk_to_ras: np.ndarray) -> str:
     """Replace the anomaly segment's voxels by `mask`; an all-zero mask leaves it empty
     (but present, so the user can still paint into it with the Segment Editor)."""
+    return set_segment_cropped_mask(segmentation_node, tuple(slice(0, n) for n in mask.shape), mask, ijk_to_ras)
+
+
+def set_segment_cropped_mask(segmentation_node, box, box_mask: np.ndarray | None, ijk_to_ras: np.ndarray) -> str:
+    """set_segment_mask for a mask given on a box of the grid (z, y, x slices, as
+    ComponentThresholder.cropped_mask_and_totals gives it; box None: nothing flagged): the
+    slider then never builds nor scans the full-size mask."""
     segment_id = ensure_anomaly_segment(segmentation_node)
-    labelmap = oriented_mask(mask, ijk_to_ras)
+    if box is None:
+        box, box_mask = (slice(0, 0),) * 3, np.zeros((1, 1, 1), dtype=np.uint8)
+    labelmap = oriented_mask(box_mask, ijk_to_ras, tuple(s.start for s in box))
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         labelmap, segmentation_node, segment_id,
         slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
