@@ -70,7 +70,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for moved, threshold, min_size in (("threshold", 0.3, 0.0), ("threshold", 0.5, 0.0), ("min size", 0.5, 100.0),
                                        ("threshold", 0.8, 0.0), ("threshold", 5.0, 0.0)):
-        def settings(k: int) -> tuple[float, float]:
+        def settings(k: int, moved=moved, threshold=threshold, min_size=min_size) -> tuple[float, float]:
             step = 1e-4 * (k + 1)
             return (threshold + step, min_size) if moved == "threshold" else (threshold, min_size + 10 * step)
 
