@@ -235,3 +235,35 @@ def test_a_nifti_short_by_a_few_bytes_is_truncated(tmp_path):
     bad = tmp_path / "short.nii.gz"
     bad.write_bytes(gzip.compress(good.read_bytes()[:-8]))
     expect_error(bad, "truncated")
+
+
+def test_gunzip_reads_what_gzip_does_across_members_and_read_sizes(tmp_path):
+    from UADContrastiveLib.io import _Gunzip
+
+    payload = np.random.default_rng(2).integers(0, 4, 300_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "two_members.gz"
+    path.write_bytes(gzip.compress(payload[:100_000]) + gzip.compress(payload[100_000:]) + b"\0" * 8)
+    for read_size, chunk_bytes in ((7, 11), (65_536, 1 << 20), (1 << 22, 1000)):
+        with open(path, "rb") as raw:
+            stream, parts = _Gunzip(raw, chunk_bytes), []
+            while part := stream.read(read_size):
+                assert len(part) <= read_size
+                parts.append(part)
+        assert b"".join(parts) == payload
+
+
+def test_big_endian_nifti_nan_count_and_a_corrupt_gzip(tmp_path):
+    """The byte order comes from the header's own size field; a corrupt stream is refused."""
+    import nibabel
+
+    array = np.random.default_rng(0).normal(size=(12, 11, 10)).astype(">f4")
+    array[array > 1.5] = np.nan
+    path = tmp_path / "big_endian.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), path)
+    image = read_volume(path)
+    assert image.GetMetaData(NONFINITE_KEY) == str(int(np.isnan(array).sum())) != "0"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(bytes(data))
+    expect_error(corrupt, "corrupt")

@@ -189,12 +189,12 @@ def test_install_passes_the_torch_requirement_and_protects_slicers_packages(monk
     monkeypatch.setattr(dependencies, "installed_version",
                         {"torch": "2.9.0+cu128", "numpy": "2.1.3", "SimpleITK": "2.4.1"}.get)
 
-    dependencies.install([dependencies.TORCH_LABEL, "monai==1.6.1", "nibabel==5.4.2"])
+    dependencies.install([dependencies.TORCH_LABEL, "monai==1.6.1", "tqdm==4.70.1"])
 
     assert calls["installTorch"] == {"askConfirmation": False,
                                      "torchVersionRequirement": dependencies.TORCH_REQUIREMENT}
     assert set(calls["installTorch"]) <= set(installtorch_parameters())  # the real signature
-    assert calls["pip"][0] == "-c" and calls["pip"][2:] == ["monai==1.6.1", "nibabel==5.4.2"]
+    assert calls["pip"][0] == "-c" and calls["pip"][2:] == ["monai==1.6.1", "tqdm==4.70.1"]
     assert calls["constraints"].split() == ["torch==2.9.0+cu128", "numpy==2.1.3", "SimpleITK==2.4.1"]
 
 

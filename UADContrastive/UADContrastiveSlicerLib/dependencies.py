@@ -5,7 +5,7 @@ CMakeLists.txt reads MINIMUM_SLICER_VERSION from this file (and refuses older Sl
 builds), the README states it, and the module checks the running Python against
 SLICER_PYTHON_VERSION; Testing/unit/test_slicer_dependencies.py keeps them in agreement.
 
-Why Slicer 5.10: the pinned packages need Python >= 3.10 (monai 1.6.1, nibabel 5.4.2) or
+Why Slicer 5.10: the pinned packages need Python >= 3.10 (monai 1.6.1) or
 >= 3.11 (matplotlib 3.11.2, and the scipy releases that build for current numpy), while
 Slicer up to 5.8 ships Python 3.9. Slicer 5.10 is the first release with Python 3.12.
 
@@ -33,7 +33,6 @@ TORCH_MINIMUM = (2, 8)
 # current releases, listed so that a build without it still works.
 RUNTIME_REQUIREMENTS = {
     "monai": "monai==1.6.1",
-    "nibabel": "nibabel==5.4.2",
     "matplotlib": "matplotlib==3.11.2",
     "slicerio": "slicerio==1.4.0",
     "tqdm": "tqdm==4.70.1",
