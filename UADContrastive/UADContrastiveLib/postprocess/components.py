@@ -193,11 +193,12 @@ class ComponentThresholder:
         without a full-size mask that the segment would only crop again."""
         if threshold < self.floor:
             mask, components = self(threshold, min_size_mm3)
-            everything = tuple(slice(0, n) for n in self.shape)
-            return (CroppedMask(everything, mask), len(components),
-                    round(sum(c["volume_ml"] for c in components), 4))
-        kept = _kept(self._labelled(threshold), min_size_mm3, self.voxel_mm3)
-        return kept.mask, int(kept.labels.size), round(kept.foreground.size * self.voxel_mm3 / 1000.0, 4)
+            cropped = CroppedMask(tuple(slice(0, n) for n in self.shape), mask)
+            count, voxels = len(components), int(np.count_nonzero(mask))
+        else:
+            kept = _kept(self._labelled(threshold), min_size_mm3, self.voxel_mm3)
+            cropped, count, voxels = kept.mask, int(kept.labels.size), int(kept.foreground.size)
+        return cropped, count, round(voxels * self.voxel_mm3 / 1000.0, 4)
 
     def _labelled(self, threshold: float) -> _Labelled | None:
         """The labelling at `threshold` inside the crop, cached for the next call."""
