@@ -28,6 +28,14 @@ class Subject:
         return self.subject or self.id
 
 
+STATISTICS_PERCENT = 40
+MIN_STATISTICS_PERSONS = 5
+STATISTICS_RULE = (f"training persons with {VALIDATION_PERCENT} <= int(sha256(subject_id).hexdigest(), 16) % 100 < "
+                   f"{STATISTICS_PERCENT} are held out of training as the statistics cohort (healthy residual "
+                   f"statistics of brains the model never saw); none when that leaves fewer than "
+                   f"{MIN_STATISTICS_PERSONS} persons")
+
+
 def split_value(subject_id: str) -> int:
     return int(hashlib.sha256(subject_id.encode()).hexdigest(), 16) % 100
 
@@ -68,3 +76,12 @@ def brats_cases(root: Path, modality: str = "t1c") -> list[Subject]:
 def wml_cases(root: Path, modality: str = "t1") -> list[Subject]:
     return [Subject(case.name, case / f"{modality}.nii.gz", case / "brain_mask.nii.gz", case / "lesion_mask.nii.gz")
             for case in sorted(Path(root).iterdir()) if case.is_dir()]
+
+
+def split_statistics(training: list[Subject]) -> tuple[list[Subject], list[Subject]]:
+    """(training, statistics) by STATISTICS_RULE: the statistics cohort is held out of training
+    so that the healthy residual statistics describe brains the model has not seen."""
+    persons = {s.person for s in training if split_value(s.person) < STATISTICS_PERCENT}
+    if len(persons) < MIN_STATISTICS_PERSONS or len(persons) == len({s.person for s in training}):
+        return list(training), []
+    return ([s for s in training if s.person not in persons], [s for s in training if s.person in persons])

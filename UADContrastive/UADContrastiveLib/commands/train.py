@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 MODALITIES = ("T1", "T1c", "T2", "FLAIR", "PD", "DWI", "other")
+STATE_RECIPE = "recipe.yaml"  # the full recipe of a training-state folder, so --resume DIR needs no --config
 
 
 def add_parser(sub) -> None:
@@ -36,7 +37,17 @@ def add_parser(sub) -> None:
                    help="which stage to run: encoder|diffusion (contrastive_diffusion), autoencoder|denoiser "
                         "(mad_ad, latent_ddpm; their autoencoder is shared through the recipe's autoencoder_path)")
     p.add_argument("--config", default=None, help="YAML/JSON recipe (default: the shipped train_config.yaml)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
+                   help="continue from the checkpoints: without STATE those of the last run with this --out "
+                        "(in the user cache or the recipe's checkpoint_dir); with STATE, a training-state "
+                        "folder (e.g. training-state/contrastive-diffusion-t1, copied from another machine): "
+                        "its recipe.yaml is the recipe unless --config is given")
+    p.add_argument("--state", default=None, metavar="DIR",
+                   help="keep the checkpoints and the recipe in DIR (a training-state folder to commit or copy, "
+                        "resumed with --resume DIR) instead of the user cache")
+    p.add_argument("--session-minutes", type=float, default=None,
+                   help="stop this run after this many minutes even if the recipe's budget is not spent; the "
+                        "state and the model folder are written as at the end (Ctrl+C or SIGTERM does the same)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip residual statistics and thresholds (run `uadc calibrate` later)")
@@ -56,20 +67,70 @@ def _modality(value: str) -> str:
     return known.get(value.upper(), value)
 
 
+def training_state_dir(args) -> Path | None:
+    """The training-state folder of this run: --state DIR, else --resume DIR, else none (user cache)."""
+    if args.state:
+        return Path(args.state)
+    if isinstance(args.resume, str):
+        if not Path(args.resume).is_dir():
+            from ..errors import InputError
+
+            raise InputError(args.resume, "is not a training-state folder.",
+                             "Give the folder a run made with --state DIR, or --resume alone.")
+        return Path(args.resume)
+    return None
+
+
+def write_state_recipe(state_dir: Path, config: dict) -> None:
+    """The run's full recipe beside its checkpoints (atomically), so the folder alone resumes it."""
+    import yaml
+
+    from ..io import atomic_path
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    recipe = {k: v for k, v in config.items() if k not in ("checkpoint_dir", "cache_dir")}
+    with atomic_path(state_dir / STATE_RECIPE) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def stop_cleanly_on_signals() -> None:
+    """SIGTERM/SIGINT end the training at the next step with its state and model folder written
+    (a second signal stops at once)."""
+    import signal
+
+    from ..training.loop import StopRequest
+
+    def request_stop(signum, frame):
+        if StopRequest.requested:
+            raise KeyboardInterrupt
+        StopRequest.requested = True
+        print(f"signal {signum}: stopping after this step; writing the training state", flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+
+
 def run(args) -> int:
     from ..engines.registry import DEFAULT_TRAINING_ENGINE, ENGINES, entry, trainer
     from ..errors import InputError
     from ..training.config import load_config
+    from ..training.loop import StopRequest
 
     if args.config and not Path(args.config).is_file():
         raise InputError(args.config, "does not exist.", "Give a YAML recipe, e.g. one of Resources/Models/recipes/.")
     import yaml
 
+    state_dir = training_state_dir(args)
+    recipe = args.config
+    if recipe is None and state_dir is not None and (state_dir / STATE_RECIPE).is_file():
+        recipe = str(state_dir / STATE_RECIPE)
     try:
-        config = load_config(args.config)
-        recipe_name = (yaml.safe_load(Path(args.config).read_text()) or {}).get("name") if args.config else None
+        config = load_config(recipe)
+        recipe_name = (yaml.safe_load(Path(recipe).read_text()) or {}).get("name") if recipe else None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as error:
-        raise InputError(args.config, f"is not a readable YAML recipe ({error}).") from None
+        raise InputError(recipe, f"is not a readable YAML recipe ({error}).") from None
+    if state_dir is not None:
+        config["checkpoint_dir"] = str(state_dir)
     if args.modality:
         config["modality"] = args.modality
     # the shipped defaults carry the shipped model's name; a new model must not take it
@@ -81,6 +142,10 @@ def run(args) -> int:
     if stage not in entry(engine).stages:
         raise InputError(None, f"--stage {stage} is not a stage of the {engine} engine "
                          f"(its stages: {', '.join(entry(engine).stages)}).")
+    if state_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+        write_state_recipe(state_dir, {**config, "engine": engine})
+    StopRequest.limit_session(args.session_minutes)
+    stop_cleanly_on_signals()
     summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
                               device=args.device or "auto")
     main_process = int(os.environ.get("RANK", "0")) == 0

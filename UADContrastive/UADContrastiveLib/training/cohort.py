@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..datasets import SPLIT_RULE, Subject, ixi_subjects, split
+from ..datasets import SPLIT_RULE, STATISTICS_RULE, Subject, ixi_subjects, split, split_statistics
 from ..errors import InputError
 from ..io import IMAGE_EXTENSIONS, volume_stem
 from .slice_cache import build_cache, default_cache_dir, is_cached
@@ -221,8 +221,11 @@ def prepare_cohort(config: dict, data_root: str | Path | None, dist_=None, say=_
                          f"(at least {MIN_USABLE_SCANS} are needed: two to train on, one held out).",
                          "See the skipped files above; add healthy scans or fix the refused ones.")
     training, validation = split(usable)
+    training, statistics = split_statistics(training) if config.get("statistics_cohort", True) else (training, [])
     record = {"data": cohort.describe(), "modality": modality, "split_rule": SPLIT_RULE,
-              "subjects": {"train": [s.id for s in training], "validation": [s.id for s in validation]},
+              "statistics_rule": STATISTICS_RULE,
+              "subjects": {"train": [s.id for s in training], "validation": [s.id for s in validation],
+                           "statistics": [s.id for s in statistics]},
               "scans": {s.id: _relative(s.image, cohort.root) for s in usable},
               "persons": {s.id: s.person for s in usable if s.person != s.id},
               "skipped": dict(built.refused) if built else {}, "warnings": dict(built.warnings) if built else {},

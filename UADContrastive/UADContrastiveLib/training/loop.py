@@ -54,7 +54,26 @@ def log_record(path: Path | None, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+class StopRequest:
+    """Ends every running budget early but cleanly (checkpoint and model folder still written):
+    set by SIGTERM/SIGINT during `uadc train`, so a run stopped at the end of a working period
+    leaves a state to resume from, and by `session_minutes` (this invocation's own limit)."""
+
+    requested = False
+    session_deadline: float | None = None
+
+    @classmethod
+    def active(cls) -> bool:
+        return cls.requested or (cls.session_deadline is not None and time.perf_counter() >= cls.session_deadline)
+
+    @classmethod
+    def limit_session(cls, minutes: float | None) -> None:
+        cls.session_deadline = None if minutes is None else time.perf_counter() + 60.0 * float(minutes)
+
+
 class Budget:
+    """A stage's total budget (minutes and/or steps), counted over every resumed run."""
+
     def __init__(self, minutes: float | None, max_steps: int | None, elapsed: float = 0.0, step: int = 0):
         self.seconds = None if minutes is None else float(minutes) * 60.0
         self.max_steps = max_steps
@@ -66,6 +85,8 @@ class Budget:
         return time.perf_counter() - self.start
 
     def done(self) -> bool:
+        if StopRequest.active():
+            return True
         if self.max_steps is not None and self.step >= self.max_steps:
             return True
         return self.seconds is not None and self.elapsed >= self.seconds

@@ -59,7 +59,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
             "data": "IXI T1 (healthy), ../shared/data/ixi_t1",
             "split_rule": datasets.SPLIT_RULE,
             **{k: v for k, v in cohort.items() if k != "modality"},
-            "subjects": {"train": train_ids, "validation": val_ids},
+            "subjects": {**cohort.get("subjects", {}), "train": train_ids, "validation": val_ids},
             "wall_time_minutes": round(wall_seconds / 60, 1),
             "hardware": hardware(device),
             "processes": result.get("world_size", 1),

@@ -42,9 +42,11 @@ from ...training.loop import (
     set_rng_state,
 )
 from ...training.slice_cache import validation_slices
+from ...training.stage_runner import update_ema
+from ..base import load_weights
 from .diffusion import add_noise, build_scheduler, build_unet, draw_noise, to_model
 from .encoder import build_encoder, contrastive_loss
-from .engine import DEFAULT_INFERENCE, ContrastiveDiffusionEngine
+from .engine import DEFAULT_INFERENCE, ENCODER_FILE, UNET_FILE, ContrastiveDiffusionEngine
 
 
 class ContrastiveModule(nn.Module):
@@ -79,6 +81,14 @@ def brain_mae(engine: ContrastiveDiffusionEngine, images: torch.Tensor, brains: 
     recon = engine.reconstruct_slices(images, torch.Generator().manual_seed(seed))
     inside = brains > 0
     return float((images - recon).abs()[inside].mean())
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An EMA twin of `module`: a copy in eval mode whose parameters take no gradient."""
+    twin = copy.deepcopy(module).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
 
 
 def random_patch_masks(shape, generator: torch.Generator, probability: float, size: int) -> torch.Tensor:
@@ -163,6 +173,11 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
 
 
 def load_pretrained_encoder(config: dict, out_dir: Path, device) -> tuple[nn.Module, dict]:
+    init_from = config["diffusion"].get("init_from")
+    if init_from:  # warm start from a model folder: its encoder replaces the contrastive stage
+        encoder = build_encoder(config["encoder"]["network"]).to(device)
+        load_weights(encoder, Path(init_from) / ENCODER_FILE, device)
+        return encoder, {"initialised_from": str(init_from)}
     path = checkpoint_path(config, out_dir, "encoder").with_name("encoder_final.pt")
     if config["diffusion"].get("encoder_path"):
         path = Path(config["diffusion"]["encoder_path"])
@@ -195,14 +210,22 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
     torch.manual_seed(int(config.get("seed", 0)) + 1)
     unet = build_unet(unet_cfg).to(device)
-    ema = copy.deepcopy(unet).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
+    if cfg.get("init_from"):
+        load_weights(unet, Path(cfg["init_from"]) / UNET_FILE, device)
+    ema = frozen_copy(unet)
     if encoder is not None:
         encoder.to(device)
         encoder.train(train_encoder_too)
         for p in encoder.parameters():
             p.requires_grad_(train_encoder_too)
+    # the encoder trained jointly gets its own EMA, so inference pairs averaged with averaged
+    encoder_ema = frozen_copy(encoder) if train_encoder_too else None
+    if device.type == "cpu":
+        # channels-last convolutions: 2.5x faster training steps on the CPU (measured: batch 32,
+        # two threads, 6.0 -> 2.4 s), the same maths up to float rounding
+        for part in (unet, encoder):
+            if part is not None:
+                part.to(memory_format=torch.channels_last)
     module = dist_.wrap(DiffusionModule(unet, encoder if conditioned else None))
     params = list(unet.parameters()) + (list(encoder.parameters()) if train_encoder_too else [])
     optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
@@ -226,6 +249,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         ema.load_state_dict(state["ema"])
         if train_encoder_too and state.get("encoder") is not None:
             encoder.load_state_dict(state["encoder"])
+            encoder_ema.load_state_dict(state.get("encoder_ema") or state["encoder"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
         budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
@@ -238,7 +262,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
                "encoder": config["encoder"]["network"] if conditioned else None}
 
     def engine() -> ContrastiveDiffusionEngine:
-        enc = copy.deepcopy(encoder).eval() if encoder is not None else None
+        enc = copy.deepcopy(encoder_ema if encoder_ema is not None else encoder).eval() if encoder is not None else None
         return ContrastiveDiffusionEngine(copy.deepcopy(ema), enc, network, inference, device)
 
     def save():
@@ -246,6 +270,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         if dist_.main:
             save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                           "encoder": encoder.state_dict() if train_encoder_too else None,
+                          "encoder_ema": encoder_ema.state_dict() if encoder_ema is not None else None,
                           "step": budget.step, "elapsed": budget.elapsed, "rng": rng, "history": history,
                           "encoder_summary": encoder_summary, "config": cfg,
                           "recent_losses": losses[-50:]}, ckpt)
@@ -284,12 +309,9 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        with torch.no_grad():
-            d = min(decay, (1 + budget.step) / (10 + budget.step))
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
-            for e, b in zip(ema.buffers(), unet.buffers()):
-                e.copy_(b)
+        update_ema(ema, unet, decay, budget.step)
+        if encoder_ema is not None:
+            update_ema(encoder_ema, encoder, decay, budget.step)
         count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
         if dist_.main and len(val_images) and time.perf_counter() - last_val > 60 * float(val_cfg.get("every_minutes", 10)):
             mae = brain_mae(engine(), val_images, val_brains)

@@ -31,6 +31,8 @@ def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage
     dist_ = Dist(resolve_device(device))
     if dist_.device.type == "cpu":
         torch.set_num_threads(int(config.get("threads") or min(2, os.cpu_count() or 1)))
+        # near-zero activations outside the brain otherwise fall into slow denormal arithmetic
+        torch.set_flush_denormal(True)
     out_dir = Path(out_dir)
     cohort = prepare_cohort(config, data_root, dist_)
     config = {**config, "cache_dir": str(cohort.cache_dir) if cohort.cache_dir else None}
