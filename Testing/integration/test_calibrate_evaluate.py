@@ -1,9 +1,9 @@
-"""`uadc calibrate` then `uadc evaluate`: thresholds from healthy scans hold on those scans."""
+"""`uadc calibrate` (statistics on unseen healthy scans, thresholds on further ones) then `uadc evaluate`:
+thresholds from healthy scans hold on those scans."""
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 
 import numpy as np
@@ -17,34 +17,29 @@ def calibrated(shared_data, tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("calibrate")
     model = root / "model"
     shutil.copytree(tiny_model, model)
-    healthy = root / "healthy"
-    healthy.mkdir()
-    scans = sorted((shared_data / "ixi_t1" / "images").iterdir())[2:4]
-    for scan in scans:
-        (healthy / scan.name).symlink_to(scan)
-    previous = os.environ.get("UADC_SLICE_CACHE")
-    os.environ["UADC_SLICE_CACHE"] = str(root / "slice-cache")
-    try:
-        assert main(["calibrate", "--model", str(model), "--residual-stats", str(shared_data / "ixi_t1"),
-                     "--residual-subjects", "2", "--healthy", str(healthy), "--min-size", "0"]) == 0
-    finally:
-        if previous is None:
-            os.environ.pop("UADC_SLICE_CACHE")
-        else:
-            os.environ["UADC_SLICE_CACHE"] = previous
-    return model, scans, root
+    images = sorted((shared_data / "ixi_t1" / "images").iterdir())
+    folders = {"statistics": images[4:8], "healthy": images[2:4]}
+    for name, scans in folders.items():
+        (root / name).mkdir()
+        for scan in scans:
+            (root / name / scan.name).symlink_to(scan)
+    assert main(["calibrate", "--model", str(model), "--statistics", str(root / "statistics"),
+                 "--healthy", str(root / "healthy"), "--min-size", "0"]) == 0
+    return model, folders["healthy"], root
 
 
 def test_card_holds_ordered_thresholds(calibrated):
-    model, scans, _ = calibrated
+    model, scans, root = calibrated
     thresholds = json.loads((model / "model.json").read_text(encoding="utf-8"))["thresholds"]
     values = thresholds["values"]
     assert values["fpr_1%"] < values["fpr_0.5%"] < values["fpr_0.1%"]
     assert thresholds["default"] == "fpr_0.5%"
-    assert thresholds["healthy_scans"] == [s.name for s in scans]
+    assert thresholds["healthy_scans"] == [s.name for s in scans]  # --healthy ran last: thresholds from it
     card = json.loads((model / "model.json").read_text(encoding="utf-8"))
-    assert "residual_stats.npz" in card["files"] and card["postprocess"]["polarity"] == "positive"
-    assert len(card["residual_stats"]["subjects"]) == 2
+    assert "healthy_statistics.npz" in card["files"] and "residual_stats.npz" not in card["files"]
+    assert card["postprocess"]["polarity"] == "absolute" and card["postprocess"]["normalise_percentile"] is None
+    assert card["healthy_statistics"]["scans"] == [s.name[: -len(".nii.gz")] for s in
+                                                   sorted((root / "statistics").iterdir())]
     assert main(["models", "verify", "--model", str(model)]) == 0  # the card lists the new file's sha256
 
 

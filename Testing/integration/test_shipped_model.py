@@ -14,13 +14,11 @@ from UADContrastiveLib.evaluation.protocol import shipped_model_names
 from UADContrastiveLib.io import same_grid
 from UADContrastiveLib.zoo import DEFAULT_MODEL, read_card, resolve_model
 
-# v0.2.1 (one pass at t = 400, chosen on the tuning part) on the MNI152 average brain: Dice 0.18,
-# recall 0.55, precision 0.11. The sharper reconstruction keeps a rim of this large 4 mL sphere
-# (half of it is found), and the average brain's deep grey matter and midbrain, darker than in
-# IXI heads, are flagged too. v0.2.0 (t = 500/750/900): Dice 0.31, recall 0.95; v0.1: Dice 0.66.
-MIN_DEMO_DICE = 0.15
-MIN_DEMO_RECALL = 0.5
-MIN_DEMO_PRECISION = 0.08
+# The product's floor on the first thing a user sees: the inserted 4 mL lesion is found with
+# Dice >= 0.5 and at most 2 mL is flagged outside it. A model or scoring that misses it is
+# changed; this bound is not.
+MIN_DEMO_DICE = 0.5
+MAX_DEMO_FALSE_ML = 2.0
 
 
 def test_shipped_model_card_is_complete_and_verified():
@@ -45,9 +43,8 @@ def test_demo_finds_the_inserted_lesion(tmp_path):
     mask = sitk.ReadImage(str(folder / "anomaly_mask.nii.gz"))
     assert same_grid(mask, truth)
     found, lesion = sitk.GetArrayFromImage(mask) > 0, sitk.GetArrayFromImage(truth) > 0
-    # the lesion is found nearly whole, and a fair share of what is flagged is the lesion
-    assert (found & lesion).sum() / lesion.sum() >= MIN_DEMO_RECALL
-    assert (found & lesion).sum() / max(found.sum(), 1) > MIN_DEMO_PRECISION
+    voxel_ml = np.prod(mask.GetSpacing()) / 1000
+    assert (found & ~lesion).sum() * voxel_ml <= MAX_DEMO_FALSE_ML, (found & ~lesion).sum() * voxel_ml
     assert np.isclose(summary["found"]["dice"], 2 * (found & lesion).sum() / (found.sum() + lesion.sum()), atol=1e-3)
 
 

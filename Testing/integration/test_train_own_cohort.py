@@ -30,9 +30,9 @@ def trained(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("own-cohort")
     scans = root / "my_healthy_scans"
     scans.mkdir()
-    for index, image in enumerate(sorted((shared_data / "ixi_t1" / "images").glob("*_T1.nii.gz"))[:4]):
+    for index, image in enumerate(sorted((shared_data / "ixi_t1" / "images").glob("*_T1.nii.gz"))[:6]):
         shutil.copy(image, scans / f"scan{index + 1}.nii.gz")
-    (scans / "scan5.nii.gz").write_bytes(b"\x1f\x8b truncated download")
+    (scans / "scan7.nii.gz").write_bytes(b"\x1f\x8b truncated download")
     recipe = root / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(TINY_RECIPE))
     env = pytest.MonkeyPatch()
@@ -40,7 +40,7 @@ def trained(shared_data, tmp_path_factory):
     env.setenv("UADC_CACHE", str(root / "user-cache"))  # where `models import` installs
     model = root / "my-model"
     code = main(["train", "--data", str(scans), "--out", str(model), "--config", str(recipe),
-                 "--device", "cpu", "--residual-scans", "2"])
+                 "--device", "cpu"])
     yield root, scans, model, code
     env.undo()
 
@@ -51,14 +51,16 @@ def test_training_skips_the_broken_file_and_writes_a_calibrated_card(trained, ca
     card = json.loads((model / "model.json").read_text(encoding="utf-8"))
     assert card["name"] == "my-model" and card["modality"] == "T1"
     split = card["training"]["subjects"]
-    assert sorted(split["train"] + split["validation"]) == ["scan1", "scan2", "scan3", "scan4"]
-    assert split["validation"] and card["training"]["split_rule"]
-    assert "scan5" in card["training"]["skipped"] and card["training"]["data"]["kind"] == "folder"
-    assert set(card["files"]) == {"unet.pt", "encoder.pt", "residual_stats.npz"}
-    assert set(card["residual_stats"]["subjects"]) <= set(split["train"])
+    held_out = split["statistics"] + split["validation"]
+    assert sorted(split["train"] + held_out) == [f"scan{i}" for i in range(1, 7)]
+    assert split["validation"] and len(held_out) >= 4 and len(split["train"]) >= 2  # a small cohort's rule
+    assert card["training"]["split_rule"] and card["training"]["statistics_rule"]
+    assert "scan7" in card["training"]["skipped"] and card["training"]["data"]["kind"] == "folder"
+    assert set(card["files"]) == {"unet.pt", "encoder.pt", "healthy_statistics.npz"}
+    assert sorted(card["healthy_statistics"]["scans"]) == sorted(held_out)  # never a training scan
     thresholds = card["thresholds"]
     assert thresholds["values"] and thresholds["default"] in thresholds["values"]
-    assert thresholds["healthy_scans"] == [f"{scan}.nii.gz" for scan in split["validation"]]
+    assert sorted(thresholds["healthy_scans"]) == sorted(f"{scan}.nii.gz" for scan in held_out)
 
 
 def test_model_verifies_installs_lists_and_detects(trained, capsys):

@@ -1,9 +1,11 @@
-"""`uadc calibrate`: thresholds without lesion labels (healthy FPR), or Dice-optimal with labels.
+"""`uadc calibrate`: healthy statistics and thresholds without lesion labels, or Dice-optimal ones.
 
-Healthy rule: run detection on healthy validation scans and store the thresholds that
-flag 1 %, 0.5 % and 0.1 % of healthy brain voxels (postprocess.presets) after filtering
-and the minimum component size, which is stored with them: detection then uses the same
-size. Labelled rule (the paper's): the threshold maximising Dice on a labelled validation set.
+--statistics DATA: fit the model's healthy statistics on healthy scans it was not trained on
+(the card's statistics cohort when DATA is the training cohort) and the thresholds that flag
+1 %, 0.5 % and 0.1 % of healthy brain voxels (postprocess.presets) on the same scans scored
+leave-one-out, after filtering and the minimum component size, which is stored with them:
+detection then uses the same size. --healthy DATA: thresholds only, on further unseen scans.
+Labelled rule (the paper's): the threshold maximising Dice on a labelled validation set.
 """
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ from ..errors import InputError
 def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="store healthy-FPR (or Dice-optimal) thresholds in a model card")
     p.add_argument("--model", required=True)
-    p.add_argument("--healthy", help="healthy scans: a folder, CSV or the IXI folder. The validation scans of the "
-                   "model's own split when it names them (the cohort it was trained on), the IXI validation "
-                   "split, else every scan")
+    p.add_argument("--healthy", help="thresholds only, on healthy scans that served neither training nor the "
+                   "statistics: a folder, CSV or the IXI folder (the validation scans of the model's own split when "
+                   "it names them, the IXI validation split, else every scan)")
     p.add_argument("--labelled", help="CSV (id,image,lesion_mask[,brain_mask]) for the Dice-optimal rule")
-    p.add_argument("--residual-stats", metavar="DATA",
-                   help="first fit healthy residual statistics on the training scans of DATA (the folder, CSV "
-                        "or IXI folder the model was trained on); maps become z-scores")
-    p.add_argument("--residual-subjects", type=int, default=20, help="training scans for --residual-stats")
+    p.add_argument("--statistics", metavar="DATA",
+                   help="fit healthy statistics and thresholds (leave-one-out) on healthy scans the model was not "
+                        "trained on: the card's statistics cohort when DATA is the cohort it was trained on, else "
+                        "DATA's scans outside the model's training split (a folder of unseen scans: all of them)")
     p.add_argument("--min-size", type=float, default=None, metavar="MM3",
                    help="minimum component size to calibrate for; stored in the card, used by detect")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -45,19 +47,21 @@ def run(args) -> int:
         calibrate_healthy,
         cohort_parts,
         detect_maps,
-        fit_residual_stats,
+        fit_statistics,
+        statistics_scans,
     )
     from ..zoo import ModelCard
 
-    if not (args.healthy or args.labelled or args.residual_stats):
-        raise InputError(None, "give --residual-stats DATA, --healthy DATA (healthy FPR rule) "
-                         "and/or --labelled CSV (Dice-optimal rule).")
+    if not (args.healthy or args.labelled or args.statistics):
+        raise InputError(None, "give --statistics DATA (healthy statistics and thresholds), --healthy DATA "
+                         "(thresholds only) and/or --labelled CSV (Dice-optimal rule).")
     progress = Progress()
-    detector = Detector(args.model, args.device)
-    if args.residual_stats:
-        fit_residual_stats(detector, Path(args.residual_stats), args.residual_subjects, progress)
-        detector = Detector(args.model, args.device)  # reload: the maps are z-scores from now on
+    detector = Detector(args.model, args.device, statistics_required=False)
     min_size = detector.default_min_size() if args.min_size is None else float(args.min_size)
+    if args.statistics:
+        scans, rule = statistics_scans(detector.card, Path(args.statistics))
+        fit_statistics(detector, scans[: args.limit], min_size, progress, rule)
+        detector = Detector(args.model, args.device)  # reload: scored with the new statistics from now on
     if args.healthy:
         _, held_out, rule = cohort_parts(detector.card, Path(args.healthy))
         calibrate_healthy(detector, held_out[: args.limit], min_size, progress, rule)

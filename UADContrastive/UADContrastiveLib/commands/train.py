@@ -4,8 +4,8 @@ train (or fit) an engine on a healthy cohort and write a complete, calibrated mo
 PATH is a folder of scans (searched recursively, DICOM series folders included), a CSV
 (`image[,brain_mask][,subject]`) or the IXI folder (training.cohort). Every scan goes through
 detection's preprocessing; the ones detection would refuse are reported and skipped. After
-training, residual statistics (training scans) and healthy-FPR thresholds (held-out scans) are
-fitted through the detection path (training.calibration) unless --no-calibrate; the folder
+training, healthy statistics and healthy-FPR thresholds are fitted through the detection path
+on scans held out of training (training.calibration) unless --no-calibrate; the folder
 then passes `uadc models verify` and installs with `uadc models import`. The engine comes from
 --engine, else the recipe's `engine` entry, else contrastive_diffusion.
 """
@@ -51,9 +51,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip residual statistics and thresholds (run `uadc calibrate` later)")
-    p.add_argument("--residual-scans", type=int, default=20, help="training scans for the residual statistics")
     p.add_argument("--calibration-scans", type=int, default=None,
-                   help="use at most this many held-out scans for the thresholds (default: all)")
+                   help="use at most this many held-out scans for the statistics and thresholds (default: all)")
 
 
 def _stage_choices() -> list[str]:
@@ -154,9 +153,8 @@ def run(args) -> int:
     if main_process and args.calibrate and cohort_listed and stage in entry(engine).final_stages:
         from ..training.calibration import calibrate_on_cohort
 
-        summary["thresholds"] = calibrate_on_cohort(
-            Path(args.out), Path(args.data), args.device, residual_scans=args.residual_scans,
-            limit=args.calibration_scans, residual=engine != "zscore_atlas")
+        summary["thresholds"] = calibrate_on_cohort(Path(args.out), Path(args.data), args.device,
+                                                    limit=args.calibration_scans)
         summary["next"] = f"uadc models verify --model {args.out} && uadc models import {args.out}"
     if main_process:
         print(json.dumps(summary, indent=2, default=str))

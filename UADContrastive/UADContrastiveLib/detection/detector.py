@@ -1,8 +1,8 @@
 """A loaded model, ready to run detection on any number of volumes.
 
 One detection: preprocess onto the card's model grid -> engine reconstruction -> the
-engine's residual (as a healthy z-score when the model has residual statistics) ->
-filtered in the brain -> back onto the input grid -> threshold + minimum component size.
+anomaly-map chain (detection.anomaly_map: healthy score, filter, input grid) -> threshold +
+minimum component size.
 """
 from __future__ import annotations
 
@@ -69,6 +69,19 @@ def _in_background(function, *args) -> Future:
 
 
 @dataclass
+class Reconstruction:
+    """A scan on the model grid and its healthy reconstruction, with what maps it back."""
+
+    preprocessed: Preprocessed
+    quality: dict
+    volume: np.ndarray
+    healthy: np.ndarray
+    brain: np.ndarray
+    spread: np.ndarray | None
+    timings: dict
+
+
+@dataclass
 class Detection:
     """Everything one detection produced, on the input grid (plus the model-grid arrays for the overview)."""
 
@@ -93,13 +106,14 @@ class Detector:
     2-3 s on a laptop CPU) in a thread, so that it overlaps the first volume's reading and
     registration, which need neither; `engine` and `device` wait for it. Errors of the load
     are raised where they are first needed, as ModelLoadError (see `engine`). lean_imports: see
-    _load_engine (for processes that only detect)."""
+    _load_engine (for processes that only detect). statistics_required=False loads a model whose
+    healthy statistics are outdated or absent (for `uadc calibrate`): its maps are raw residuals."""
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", background: bool = False,
-                 lean_imports: bool = False):
+                 lean_imports: bool = False, statistics_required: bool = True):
         from ..preprocess.templates import template_for_model
         from ..zoo import ModelCard, resolve_model
-        from .residual_stats import STATS_FILE, load_residual_stats
+        from .anomaly_map import read_statistics
 
         self.model_dir = resolve_model(model)
         self.card = ModelCard.read(self.model_dir)
@@ -112,7 +126,8 @@ class Detector:
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
         # files listed in the card are checked against their sha256 by load_engine
-        self.residual_stats = load_residual_stats(self.model_dir) if STATS_FILE in self.card.files else None
+        # statistics_required=False: a model about to be (re)calibrated may hold outdated statistics
+        self.statistics = read_statistics(self.model_dir, self.card) if statistics_required else None
 
     def _wait_for_engine(self) -> None:
         if self._loading is not None:
@@ -152,21 +167,19 @@ class Detector:
         """The minimum component size the card's thresholds were calibrated with."""
         return self.card.thresholds.min_size_mm3
 
-    def model_residual(self, volume: np.ndarray, healthy: np.ndarray) -> np.ndarray:
-        """The engine's residual, as a z-score against healthy residuals when the model has them."""
-        from .residual_stats import residual_zscore
+    @property
+    def chain(self):
+        """The model's anomaly-map chain (detection.anomaly_map): residual -> score -> map -> input grid."""
+        from .anomaly_map import AnomalyMapChain
 
-        residual = self.engine.residual(volume, healthy)
-        return residual if self.residual_stats is None else residual_zscore(residual, self.residual_stats)
+        return AnomalyMapChain(self.engine.residual, self.statistics, self.postprocess, self.template.grid.spacing)
 
-    def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
-            min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
-            source: str | None = None) -> Detection:
-        import numpy as np
+    def reconstruct_scan(self, image: sitk.Image, brain_mask: sitk.Image | None = None, uncertainty_samples: int = 0,
+                         progress=None, source: str | None = None) -> Reconstruction:
+        """The first half of a detection: preprocessing onto the model grid and the engine's healthy
+        reconstruction (what calibration needs before any map is made)."""
         import SimpleITK as sitk
 
-        from ..io import image_like
-        from ..postprocess.components import threshold_components
         from ..preprocess.checked import preprocess_checked
 
         report = progress or (lambda stage, fraction, message="": None)
@@ -192,16 +205,29 @@ class Detector:
         else:
             healthy = engine.reconstruct(volume, brain, progress=reconstruction_progress)
         timings["reconstruct"] = time.perf_counter() - start
+        return Reconstruction(pre, quality, volume, healthy, brain, spread, timings)
 
+    def run(self, image: sitk.Image, brain_mask: sitk.Image | None = None, threshold: float | None = None,
+            min_size_mm3: float | None = None, uncertainty_samples: int = 0, progress=None,
+            source: str | None = None) -> Detection:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from ..io import image_like
+        from ..postprocess.components import threshold_components
+
+        report = progress or (lambda stage, fraction, message="": None)
+        rebuilt = self.reconstruct_scan(image, brain_mask, uncertainty_samples, progress, source)
+        pre, quality, volume, healthy, brain, spread = (rebuilt.preprocessed, rebuilt.quality, rebuilt.volume,
+                                                         rebuilt.healthy, rebuilt.brain, rebuilt.spread)
+        timings = rebuilt.timings
         start = time.perf_counter()
         report("anomaly map", 0.0)
-        residual = self.model_residual(volume, healthy)
-        model_map = self.postprocess.filter_map(residual, brain, spacing_mm=self.template.grid.spacing)
+        chain = self.chain
+        model_map = chain.model_map(volume, healthy, brain)
         # Input-grid arrays are large (9 M voxels at 1 mm): views and in-place edits, no extra copies.
         brain_input = sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0
-        anomaly_map = sitk.GetArrayFromImage(pre.to_input_grid(model_map)).astype(np.float32, copy=False)
-        np.copyto(anomaly_map, 0.0, where=~brain_input)
-        anomaly_map = image_like(anomaly_map, image)
+        anomaly_map = image_like(chain.on_input_grid(model_map, pre), image)
         healthy_on_input = pre.to_input_grid(pre.intensity_to_input(healthy))  # the view below needs it alive
         healthy_input = sitk.GetArrayViewFromImage(healthy_on_input)
         # outside the brain the healthy image is the input

@@ -8,7 +8,8 @@ sets are:
   report_healthy      the same heads untouched (false-positive rate);
   wml10_t1            the WML10 T1 scans, real white-matter lesions (subtle on T1);
   brats_t1c           the BraTS 2013 T1c scans, real gliomas (a modality shift from T1).
-`--part tuning` scores tuning_real_shapes and tuning_healthy instead. Every model named runs
+`--part tuning` scores tuning_real_shapes and tuning_healthy instead, and applies the shipping
+rule (evaluation.shipping_rule) to every model, with its verdict. Every model named runs
 on every set through the same detection path and thresholds rule; the table (mean over cases,
 seconds per volume on this machine) goes to OUT/table.md and OUT/table.json, each model/set's
 full report to OUT/<model>/<set>/. The lesioned heads are made once (registration of every
@@ -120,6 +121,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
     out_dir = Path(out_dir)
     paths = build_sets(data, user_cache_dir() / "evaluation-sets", log=log)
     results: dict = {}
+    rules: list[dict] = []
     refused: dict = {}
     training_minutes: dict = {}
     for model in models:
@@ -137,7 +139,37 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
                 write_evaluation_report(rows, out_dir / name / set_name, f"{name} on {set_name}",
                                         {set_name: NOTES[set_name]})
             results[name][set_name] = rows
+        if part == "tuning":
+            rules.append(shipping_rule(detector, paths, data, results[name].get("tuning_real_shapes") or [], log))
     table = table_rows(results, training_minutes, refused)
-    write_text(json.dumps({"part": part, "table": table}, indent=2) + "\n", out_dir / "table.json")
-    write_text(table_markdown(table, part), out_dir / "table.md")
-    return {"table": table, "out_dir": str(out_dir)}
+    write_text(json.dumps({"part": part, "table": table, "shipping_rule": rules}, indent=2) + "\n",
+               out_dir / "table.json")
+    write_text(table_markdown(table, part) + "".join(f"\n```\n{r['text']}\n```\n" for r in rules),
+               out_dir / "table.md")
+    return {"table": table, "shipping_rule": rules, "out_dir": str(out_dir)}
+
+
+def shipped_reference(name: str) -> tuple[str, float | None]:
+    """(name and version, tuning AUPRC) of the model of this name shipped now, from its card."""
+    from ..resources import SHIPPED_MODELS
+    from ..zoo import ModelCard
+
+    folder = SHIPPED_MODELS / name
+    if not (folder / "model.json").is_file():
+        return f"{name} (not shipped)", None
+    card = ModelCard.read(folder)
+    tuning = (card.evaluation or {}).get("tuning") or {}
+    return f"{card.name} {card.version}", tuning.get("auprc")
+
+
+def shipping_rule(detector, paths: dict, data: Path, lesion_rows: list[dict], log=print) -> dict:
+    """The shipping rule's verdict for one model (evaluation.shipping_rule), logged."""
+    from .shipping_rule import apply_rule, skull_stripped_twins
+
+    healthy = read_cases_csv(paths["tuning_healthy"])
+    twins = skull_stripped_twins(healthy, Path(data) / "ixi_t1", paths["tuning_healthy"].parent / "skull_stripped")
+    auprcs = [r["auprc"] for r in lesion_rows if r.get("auprc") is not None]
+    result = apply_rule(detector, healthy, twins, float(np.mean(auprcs)) if auprcs else None,
+                        shipped_reference(detector.card.name))
+    log(result["text"])
+    return result

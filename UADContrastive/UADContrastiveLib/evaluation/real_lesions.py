@@ -153,9 +153,10 @@ def healthy_parts(ixi_root: Path) -> dict[str, list[Subject]]:
 
 
 def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> dict[str, Path]:
-    """Write <part>_lesions.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
-    the lesioned heads and masks in out/images. Each donor of a part lands in one recipient
-    of the same part, recipients taken in turn; refused placements are logged and skipped."""
+    """Write <part>_real_shapes.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
+    the lesioned heads and masks in out/images. Every donor of a part lands in every recipient of
+    the same part (about 100 cases a part: the statistical power a per-kind comparison needs);
+    refused placements are logged and skipped."""
     from ..io import write_volume
     from ..preprocess.templates import load_template
     from .sets import healthy_case, write_cases_csv
@@ -170,8 +171,8 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
     for part, recipients in parts.items():
         rows = []
         part_donors = [d for d in all_donors if donor_part(d) == part]
-        for index, donor in enumerate(part_donors):
-            recipient = recipients[index % len(recipients)]
+        pairs = [(donor, recipient) for donor in part_donors for recipient in recipients]
+        for index, (donor, recipient) in enumerate(pairs):
             for key, image, brain in ((donor.id, donor.image, donor.brain_mask),
                                       (recipient.id, recipient.image, recipient.brain_mask)):
                 if key not in transforms:

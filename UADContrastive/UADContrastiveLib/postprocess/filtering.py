@@ -1,4 +1,4 @@
-"""From a model residual to an anomaly map: brain erosion, polarity, median/Gaussian filter.
+"""From a signed score to an anomaly map: polarity, brain erosion, median/Gaussian filter.
 
 The settings live in PostprocessConfig, which the model card stores (its `postprocess`
 entry) so that a detection can be reproduced exactly. Thresholding and connected
@@ -29,11 +29,13 @@ class PostprocessConfig:
     filter, size: "median" (window width in voxels) or "gaussian" (FWHM in voxels). A 3-voxel
         median on the 2 mm model grid (6 mm) removes single-voxel speckle and keeps lesions of a
         few mm, like the 5-voxel median at 1 mm used in the literature.
-    polarity: "absolute" |residual|, "positive" (brighter than healthy, e.g. FLAIR lesions) or
-        "negative" (darker than healthy).
-    normalise_percentile: if set, each subject's map is divided by this percentile of its brain
-        values (makes maps of different subjects comparable, but a calibrated threshold then
-        refers to normalised units: calibrate with the same setting).
+    polarity: which side of the signed healthy score counts (detection.anomaly_map): "absolute"
+        (the default: brighter and darker than healthy brains alike), "positive" (only brighter,
+        e.g. FLAIR lesions) or "negative" (only darker).
+    normalise_percentile: off by default and in every shipped card. If set, each scan's map is
+        divided by this percentile of its own brain values: the scan is then measured against
+        itself, not against healthy brains (a healthy scan always shows "findings", a large
+        lesion dims itself). Kept only as an explicit option for experiments.
     The detection rule that follows (threshold and minimum component size) is not here: it
     belongs to the card's calibrated `thresholds`, which were computed for one minimum size.
     """

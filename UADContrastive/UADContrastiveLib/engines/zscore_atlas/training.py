@@ -52,7 +52,7 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
         folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version,
         modality=str(cohort.get("modality") or "T1"),
         template=SHIPPED_TEMPLATE, model_grid=load_template().grid,
-        postprocess=PostprocessConfig(polarity="absolute", normalise_percentile=95.0),
+        postprocess=PostprocessConfig(),
         training={"volumes": "slice cache: the detection path (template registration and brain mask)",
                   **{k: v for k, v in cohort.items() if k not in ("modality", "subjects")},
                   "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
