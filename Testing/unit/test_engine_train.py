@@ -185,3 +185,49 @@ def test_recipe_is_a_training_config_and_names_no_unknown_engine():
     assert config.get("engine", "contrastive_diffusion") in ENGINES
     args = build_parser().parse_args(["train", "--config", str(recipe), "--data", "d", "--out", "o"])
     assert args.engine is None and args.config == str(recipe)
+
+
+def test_a_committed_state_resumes_on_a_fresh_folder_as_if_never_interrupted(tmp_path, monkeypatch):
+    """`uadc train --state DIR`, the folder copied elsewhere (a fresh clone), `--resume COPY`: the
+    jointly trained encoder, its EMA, the UNet's EMA, data order and random streams all continue."""
+    import shutil
+
+    import yaml
+    from UADContrastiveLib.cli import main
+
+    cache = make_cache(tmp_path / "cache")
+    monkeypatch.setenv("UADC_SLICE_CACHE", str(cache))  # each machine's own cache; the state never names it
+    recipe = {**TINY, "subjects": {"train": ["S0", "S1"], "validation": ["S2"]},
+              "diffusion": {**TINY["diffusion"], "train_encoder": True, "max_steps": 6}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+
+    def train(*args):
+        assert main(["train", "--data", str(cache), "--no-calibrate", "--device", "cpu", *args]) == 0
+
+    train("--config", str(path), "--out", str(tmp_path / "straight"), "--state", str(tmp_path / "state-a"))
+    recipe["diffusion"]["max_steps"] = 3
+    path.write_text(yaml.safe_dump(recipe))
+    train("--config", str(path), "--out", str(tmp_path / "first"), "--state", str(tmp_path / "state-b"))
+    fresh = tmp_path / "other-machine" / "training-state"
+    shutil.copytree(tmp_path / "state-b", fresh)
+    shutil.rmtree(tmp_path / "state-b")  # nothing of the first run is left but the copy
+    committed = yaml.safe_load((fresh / "recipe.yaml").read_text())
+    committed["diffusion"]["max_steps"] = 6  # the next working period raises the budget
+    (fresh / "recipe.yaml").write_text(yaml.safe_dump(committed))
+    train("--resume", str(fresh), "--stage", "diffusion", "--out", str(tmp_path / "resumed"))
+
+    a = load_checkpoint(tmp_path / "state-a" / "diffusion.ckpt.pt")
+    b = load_checkpoint(fresh / "diffusion.ckpt.pt")
+    assert a["step"] == b["step"] == 6
+    np.testing.assert_allclose(a["recent_losses"], b["recent_losses"], rtol=1e-5)
+    for key in ("model", "ema", "encoder", "encoder_ema"):
+        assert all(torch.allclose(a[key][k].float(), b[key][k].float(), atol=1e-6) for k in a[key]), key
+    assert all(torch.equal(x, y) for x, y in zip(a["rng"][0]["torch"], b["rng"][0]["torch"]))
+    for name in ("unet.pt", "encoder.pt"):  # the model folders: the averaged UNet and the averaged encoder
+        x = torch.load(tmp_path / "straight" / name, weights_only=True)
+        y = torch.load(tmp_path / "resumed" / name, weights_only=True)
+        assert all(torch.allclose(x[k].float(), y[k].float(), atol=1e-6) for k in x), name
+    encoder_ema = a["encoder_ema"]
+    shipped = torch.load(tmp_path / "straight" / "encoder.pt", weights_only=True)
+    assert all(torch.equal(shipped[k], encoder_ema[k]) for k in shipped)  # inference uses the encoder's EMA

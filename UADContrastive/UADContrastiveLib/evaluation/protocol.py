@@ -142,11 +142,24 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
         if part == "tuning":
             rules.append(shipping_rule(detector, paths, data, results[name].get("tuning_real_shapes") or [], log))
     table = table_rows(results, training_minutes, refused)
-    write_text(json.dumps({"part": part, "table": table, "shipping_rule": rules}, indent=2) + "\n",
-               out_dir / "table.json")
-    write_text(table_markdown(table, part) + "".join(f"\n```\n{r['text']}\n```\n" for r in rules),
+    kinds, kinds_text = per_kind(results, f"{part}_real_shapes")
+    write_text(json.dumps({"part": part, "table": table, "per_kind": kinds, "shipping_rule": rules}, indent=2)
+               + "\n", out_dir / "table.json")
+    write_text(table_markdown(table, part) + kinds_text + "".join(f"\n```\n{r['text']}\n```\n" for r in rules),
                out_dir / "table.md")
-    return {"table": table, "shipping_rule": rules, "out_dir": str(out_dir)}
+    return {"table": table, "per_kind": kinds, "shipping_rule": rules, "out_dir": str(out_dir)}
+
+
+def per_kind(results: dict, set_name: str) -> tuple[list[dict], str]:
+    """Per lesion kind against the z-score atlas (when it was among the models), as data and text."""
+    from .comparison import per_kind_against, per_kind_markdown
+
+    rows = {model: sets.get(set_name) or [] for model, sets in results.items()}
+    atlas = next((m for m in rows if m.startswith("zscore-atlas")), None)
+    if atlas is None:
+        return [], ""
+    table = per_kind_against(rows, atlas)
+    return table, f"\nPer lesion kind on {set_name}, against {atlas}:\n\n" + per_kind_markdown(table, atlas)
 
 
 def shipped_reference(name: str) -> tuple[str, float | None]:

@@ -152,11 +152,30 @@ def healthy_parts(ixi_root: Path) -> dict[str, list[Subject]]:
     return {part: [s for s in validation if validation_part(s.id) == part] for part in ("tuning", "report")}
 
 
+TUNING_RECIPIENTS_PER_DONOR = 3
+
+
+def part_pairs(part: str, part_donors: list[Donor], recipients: list[Subject]) -> list[tuple[Donor, Subject]]:
+    """(donor, recipient) pairs of a part: in the report part every donor lands in every recipient
+    (about 100 cases: the statistical power of the published per-kind comparison); in the tuning
+    part, where every choice and every training checkpoint is scored, each donor lands in three
+    recipients taken in turn."""
+    if part == "report":
+        return [(donor, recipient) for donor in part_donors for recipient in recipients]
+    count = min(TUNING_RECIPIENTS_PER_DONOR, len(recipients))
+    return [(donor, recipients[(index * count + k) % len(recipients)])
+            for index, donor in enumerate(part_donors) for k in range(count)]
+
+
+def pair_seed(donor: Donor, recipient: Subject) -> int:
+    """The lesion texture's seed: the same case whatever other pairs a set holds."""
+    return int(hashlib.sha256(f"{donor.id}>{recipient.id}".encode()).hexdigest(), 16) % 2**32
+
+
 def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> dict[str, Path]:
     """Write <part>_real_shapes.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
-    the lesioned heads and masks in out/images. Every donor of a part lands in every recipient of
-    the same part (about 100 cases a part: the statistical power a per-kind comparison needs);
-    refused placements are logged and skipped."""
+    the lesioned heads and masks in out/images. The donors of a part land in recipients of the
+    same part as `part_pairs` pairs them; refused placements are logged and skipped."""
     from ..io import write_volume
     from ..preprocess.templates import load_template
     from .sets import healthy_case, write_cases_csv
@@ -171,14 +190,15 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
     for part, recipients in parts.items():
         rows = []
         part_donors = [d for d in all_donors if donor_part(d) == part]
-        pairs = [(donor, recipient) for donor in part_donors for recipient in recipients]
-        for index, (donor, recipient) in enumerate(pairs):
+        pairs = part_pairs(part, part_donors, recipients)
+        for donor, recipient in pairs:
             for key, image, brain in ((donor.id, donor.image, donor.brain_mask),
                                       (recipient.id, recipient.image, recipient.brain_mask)):
                 if key not in transforms:
                     transforms[key] = template_transform(image, brain if key == donor.id else None, template)
             try:
-                lesioned, mask = make_case(donor, transforms[donor.id], recipient, transforms[recipient.id], index)
+                lesioned, mask = make_case(donor, transforms[donor.id], recipient, transforms[recipient.id],
+                                           pair_seed(donor, recipient))
             except ValueError as error:
                 log(f"skipped: {error}")
                 continue

@@ -49,6 +49,7 @@ VARIANTS = {
     "negative": {"polarity": "negative"},
     "erosion2": {"erosion_mm": 2.0},
     "multiscale": {"multiscale": True},
+    "per_scan_p95": {"normalise_percentile": 95.0},
 }
 
 
