@@ -13,7 +13,7 @@ import slicerio
 from UADContrastiveLib.cli import main
 from UADContrastiveLib.io import read_volume, same_grid, volume_stem
 
-OUTPUTS = ("healthy.nii.gz", "anomaly_map.nii.gz", "anomaly_mask.nii.gz", "anomaly.seg.nrrd",
+OUTPUTS = ("healthy.nii.gz", "anomaly_map.nii.gz", "anomaly_mask.nii.gz", "anomaly.seg.nrrd", "anatomy_labels.nii.gz",
            "brain_mask.nii.gz", "report.json", "overview.png")
 
 
@@ -43,7 +43,7 @@ def test_every_output_on_the_input_grid(detected, two_scans):
         assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)
         image = read_volume(scan)
         original = nibabel.load(str(scan))
-        for name in OUTPUTS[:3] + ("brain_mask.nii.gz",):
+        for name in OUTPUTS[:3] + ("brain_mask.nii.gz", "anatomy_labels.nii.gz"):
             written = sitk.ReadImage(str(folder / name))
             assert same_grid(written, image), name
             loaded = nibabel.load(str(folder / name))
