@@ -159,6 +159,8 @@ def test_the_table_a_reader_sees():
     assert table[0].split() == ["#1", "right", "frontal", "white", "matter", "1.44", "mL", "peak", "9.0"]
     assert table[1].startswith("#2") and "left frontal white matter" in table[1]
     assert findings_table([]) == "no anomalous region"
+    many = findings_table(describe_regions(anomaly, mask, anatomy, image, None, NAMES), rows=1).splitlines()
+    assert len(many) == 2 and many[1] == "... and 1 smaller region(s), all listed in report.json"
 
 
 def test_overview_numbers_sit_on_their_region():

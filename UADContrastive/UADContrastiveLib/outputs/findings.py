@@ -244,14 +244,16 @@ def shipped_names() -> AnatomyNames:
     return _SHIPPED_NAMES[0]
 
 
-def findings_table(findings: list[dict]) -> str:
-    """The findings as a few lines of text, e.g. `#1  right frontal white matter  3.9 mL  peak 7.2`."""
+def findings_table(findings: list[dict], rows: int = 10) -> str:
+    """The largest `rows` findings as lines of text, e.g. `#1  right frontal white matter  3.9 mL  peak 7.2`."""
     if not findings:
         return "no anomalous region"
-    width = max(len(f["location"]) for f in findings)
+    width = max(len(f["location"]) for f in findings[:rows])
     lines = []
-    for finding in findings:
+    for finding in findings[:rows]:
         edge = "  (along the brain edge)" if finding["at_brain_edge"] else ""
         lines.append(f"#{finding['id']:<3} {finding['location']:<{width}}  {finding['volume_ml']:6.2f} mL  "
                      f"peak {finding['peak_score']:.1f}{edge}")
+    if len(findings) > rows:
+        lines.append(f"... and {len(findings) - rows} smaller region(s), all listed in report.json")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ affinely to the MNI152 2009a brain from the nilearn wheel, then their whole head
 brain masks averaged on the model grid. A whole-head template lets us register
 whole-head input like-with-like (a brain-only template stretched over a head gives
 Dice ~0.5), and an IXI-built head matches the scanner population of the training data.
+Beside it ships the DLMUSE label atlas of the same heads (`load_atlas`), which names findings.
 """
 from __future__ import annotations
 
