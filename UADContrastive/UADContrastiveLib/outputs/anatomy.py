@@ -26,7 +26,7 @@ COMPOSITES = range(502, 526)
 # frontal, hippocampus and amygdala as deep structures) or where no composite holds the label.
 LOBE_BY_NAME = {"AnteriorInsula": "insula", "PosteriorInsula": "insula", "Hippocampus": "limbic",
                 "Amygdala": "limbic", "BrainStem": "brainstem", "VentralDC": "deep grey matter"}
-# Labels that are not brain tissue or have no name: they never decide a region's lobe or side.
+# Labels that are not brain tissue (nor are unnamed labels): they never decide a region's lobe or side.
 NOT_TISSUE = {"CortCSF"}
 SIDES = {"R": "right", "L": "left"}
 # Readable names where splitting DLMUSE's CamelCase is not enough.
