@@ -13,7 +13,7 @@ import slicerio
 from UADContrastiveLib.cli import main
 from UADContrastiveLib.io import read_volume, same_grid, volume_stem
 
-OUTPUTS = ("healthy.nii.gz", "anomaly_map.nii.gz", "anomaly_mask.nii.gz", "anomaly.seg.nrrd",
+OUTPUTS = ("healthy.nii.gz", "anomaly_map.nii.gz", "anomaly_mask.nii.gz", "anomaly.seg.nrrd", "anatomy_labels.nii.gz",
            "brain_mask.nii.gz", "report.json", "overview.png")
 
 
@@ -43,7 +43,7 @@ def test_every_output_on_the_input_grid(detected, two_scans):
         assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)
         image = read_volume(scan)
         original = nibabel.load(str(scan))
-        for name in OUTPUTS[:3] + ("brain_mask.nii.gz",):
+        for name in OUTPUTS[:3] + ("brain_mask.nii.gz", "anatomy_labels.nii.gz"):
             written = sitk.ReadImage(str(folder / name))
             assert same_grid(written, image), name
             loaded = nibabel.load(str(folder / name))
@@ -109,3 +109,35 @@ def test_preprocess_command_writes_checkable_outputs(two_scans, tmp_path):
     summary = json.loads((folder / "preprocess.json").read_text(encoding="utf-8"))
     assert summary["template"] == "ixi-head-2mm" and len(summary["transform"]["matrix"]) == 9
     assert 900 < summary["brain_volume_ml"] < 2000
+
+
+def test_findings_in_the_report_match_the_written_files_and_the_printed_table(detected, two_scans):
+    from UADContrastiveLib.outputs.findings import describe_regions, index_to_ras
+    from UADContrastiveLib.preprocess.templates import load_atlas
+
+    out, result = detected
+    atlas = load_atlas()[0]
+    in_atlas = np.argwhere(sitk.GetArrayViewFromImage(atlas) == 81).mean(axis=0)[::-1]
+    frontal_template = (index_to_ras(atlas) @ np.append(in_atlas, 1))[:3]
+    for scan in two_scans:
+        folder = out / volume_stem(scan)
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        findings = report["findings"]
+        mask_image = sitk.ReadImage(str(folder / "anomaly_mask.nii.gz"))
+        mask = sitk.GetArrayFromImage(mask_image)
+        assert sum(f["voxels"] for f in findings) == int(mask.sum()) > 0
+        assert [f["id"] for f in findings] == list(range(1, len(findings) + 1))
+        assert all(a["voxels"] >= b["voxels"] for a, b in zip(findings, findings[1:]))
+        anatomy = sitk.ReadImage(str(folder / "anatomy_labels.nii.gz"))
+        assert anatomy.GetPixelID() == sitk.sitkUInt16
+        # what the Slicer module recomputes from the written files on a slider move
+        anomaly_map = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "anomaly_map.nii.gz")))
+        assert describe_regions(anomaly_map, mask, sitk.GetArrayFromImage(anatomy), mask_image,
+                                report["input_to_template_ras"]) == findings
+        # the input's right frontal white matter, carried to the template, lands on the atlas's
+        on_input = np.argwhere(sitk.GetArrayViewFromImage(anatomy) == 81).mean(axis=0)[::-1]
+        to_template = np.asarray(report["input_to_template_ras"])
+        carried = (to_template @ index_to_ras(anatomy) @ np.append(on_input, 1))[:3]
+        assert np.linalg.norm(carried - frontal_template) < max(mask_image.GetSpacing())
+        for finding in findings[:10]:
+            assert f"#{finding['id']:<3} {finding['location']}" in result.stderr

@@ -54,7 +54,7 @@ def test_concurrent_runs_into_one_folder(ixi_scan, tiny_model, tmp_path):
     assert stem in names and len([n for n in names if n.startswith("uadc-detect-summary")]) == 2
     report = json.loads((tmp_path / stem / "report.json").read_text(encoding="utf-8"))
     assert report["input"] == str(ixi_scan)
-    assert len(list((tmp_path / stem).iterdir())) == 7
+    assert len(list((tmp_path / stem).iterdir())) == 8
 
 
 def write(tmp_path, name, array, spacing=(1.0, 1.0, 1.0)):

@@ -97,10 +97,11 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
     detector = detector_source(args.model, args.device, progress, overview=not args.no_overview)
     from ..detection.detector import ModelLoadError
     from ..io import read_mask, read_volume
+    from ..outputs.findings import findings_table
     from ..outputs.folders import staged_folder, write_run_summary
     from ..outputs.write import write_detection
 
-    entries, failed = [], 0
+    entries, failed, tables = [], 0, {}
     for index, (path, stem) in enumerate(zip(args.inputs, stems)):
         staged = _labelled(progress, f"{stem} ({index + 1}/{len(args.inputs)})")
         try:
@@ -116,6 +117,7 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
             entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),
                             "components": len(report["components"]),
                             "anomalous_volume_ml": report["anomalous_volume_ml"]})
+            tables[str(path)] = findings_table(report["findings"])
         except ModelLoadError as error:  # the model, not this input: nothing can run
             raise error.error from None
         except InputError as error:
@@ -132,4 +134,5 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
         if entry["status"] == "ok":
             print(f"{entry['input']}: {entry['components']} anomalous region(s), "
                   f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
+            print("\n".join(f"  {line}" for line in tables[entry["input"]].splitlines()), file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0

@@ -7,6 +7,8 @@
   segmentation  .seg.nrrd writer (slicerio)
   overview      overview.png
   folders       output folders that appear whole or not at all; the run summary
+  findings      every region of the mask named by anatomy (report, CLI table, overview, Slicer)
+  anatomy       the label atlas's names: DLMUSE name, lobe, side, readable name
 
 Nothing is imported here, so the light modules stay light for the Slicer module.
 """

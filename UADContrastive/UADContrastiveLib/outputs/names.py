@@ -12,6 +12,7 @@ ANOMALY_MAP = "anomaly_map.nii.gz"      # float32 anomaly score, 0 outside the b
 ANOMALY_MASK = "anomaly_mask.nii.gz"    # uint8 labelmap, 1 = anomaly
 SEGMENTATION = "anomaly.seg.nrrd"       # the same mask as a Slicer segmentation
 BRAIN_MASK = "brain_mask.nii.gz"        # uint8, input grid
+ANATOMY = "anatomy_labels.nii.gz"       # uint16 DLMUSE labels of the template's atlas, input grid
 UNCERTAINTY = "uncertainty.nii.gz"      # only with --uncertainty
 REPORT = "report.json"
 OVERVIEW = "overview.png"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -90,12 +91,24 @@ def _figure(columns: int, aspect: float):
     return figure, axes, colorbar_axes
 
 
+def region_numbers(regions: np.ndarray, z: int) -> list[tuple[int, float, float]]:
+    """(id, row, column) of every region in axial slice z: where its number goes (the centre of
+    its voxels in that slice)."""
+    section = _axial(regions, z)
+    ids = np.unique(section[section > 0])
+    rows, columns = np.nonzero(section)
+    values = section[rows, columns]
+    return [(int(i), float(rows[values == i].mean()), float(columns[values == i].mean())) for i in ids]
+
+
 def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map: np.ndarray,
                        mask: np.ndarray, path: str | Path, n_slices: int = 4,
-                       title: str | None = None, brain: np.ndarray | None = None) -> Path:
+                       title: str | None = None, brain: np.ndarray | None = None,
+                       regions: np.ndarray | None = None) -> Path:
     """Write a PNG of a few axial slices: rows input / healthy / anomaly map (with colour bar) /
     mask over input. All arrays are (z, y, x) on the model grid (LPS); brain, if given, only
-    guides the slice choice when the mask is empty. Written atomically."""
+    guides the slice choice when the mask is empty; regions, if given, holds the findings' ids
+    (0 elsewhere), which are written beside each region in the mask row. Written atomically."""
     arrays = [np.asarray(a, dtype=np.float32) for a in (input_array, healthy, anomaly_map)]
     mask = np.asarray(mask) > 0
     shapes = {a.shape for a in arrays} | {mask.shape}
@@ -130,6 +143,10 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
         axes[3][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
         axes[3][column].imshow(np.ma.masked_where(~_axial(mask, z), _axial(mask, z)),
                                cmap=mask_colours, alpha=0.6, vmin=0, vmax=1, interpolation="nearest")
+        for number, row, col in ([] if regions is None else region_numbers(regions, z)):
+            axes[3][column].text(col + 3, row - 3, str(number), color="white", fontsize=7, fontweight="bold",
+                                 ha="left", va="bottom", clip_on=True,
+                                 path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
     # Orientation letters on the first panel, so a reader need not trust the caption.
     for x, y, letter in ((0.03, 0.5, "R"), (0.97, 0.5, "L"), (0.5, 0.97, "A")):
         axes[0][0].text(x, y, letter, transform=axes[0][0].transAxes, color="yellow", fontsize=8,
@@ -137,8 +154,9 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
     figure.colorbar(map_image, cax=colorbar_axes, label="anomaly")
     flagged = int(mask.sum())
     heading = title or "Anomaly detection overview"
-    figure.suptitle(f"{heading}\n{flagged} voxels flagged; axial, radiological (patient right on the left), "
-                    "anterior up", fontsize=9, y=1 - 0.06 / figure.get_figheight(), va="top")
+    numbered = "" if regions is None else ", numbered as in the findings"
+    figure.suptitle(f"{heading}\n{flagged} voxels flagged{numbered}; axial, radiological (patient right on the "
+                    "left), anterior up", fontsize=9, y=1 - 0.06 / figure.get_figheight(), va="top")
     path = Path(path)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

@@ -13,8 +13,11 @@ def anomalous_volume_ml(components: list[dict]) -> float:
 
 def build_report(*, input_name: str, model: dict, device: str, threshold: float, threshold_method: str,
                  thresholds_available: dict, min_size_mm3: float, brain_source: str, brain_volume_ml: float,
-                 quality: dict, components: list[dict], preprocessing: dict, timings: dict) -> dict:
-    """The report of one detection. `input_name` is what the user gave (a path or a name)."""
+                 quality: dict, components: list[dict], preprocessing: dict, timings: dict,
+                 findings: list[dict], input_to_template_ras: list[list[float]] | None) -> dict:
+    """The report of one detection. `input_name` is what the user gave (a path or a name);
+    `findings` the regions named by anatomy (outputs.findings.describe_regions), with the
+    affine from the input's RAS coordinates to the template's they were placed with."""
     return {
         "input": str(input_name),
         "model": model,
@@ -28,16 +31,18 @@ def build_report(*, input_name: str, model: dict, device: str, threshold: float,
         "warnings": list(quality.get("warnings", [])),
         "components": components,
         "anomalous_volume_ml": anomalous_volume_ml(components),
+        "findings": findings,
+        "input_to_template_ras": input_to_template_ras,
         "preprocessing": preprocessing,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
 def exported_report(report: dict, *, input_name: str, components: list[dict], threshold: float | None = None,
-                    min_size_mm3: float | None = None) -> dict:
+                    min_size_mm3: float | None = None, findings: list[dict] | None = None) -> dict:
     """The detection's report as exported from Slicer: the input named as the user knows it
-    (not the temporary file the detection ran on), the components of the segment as it is
-    now, and the threshold and minimum size chosen in Slicer."""
+    (not the temporary file the detection ran on), the components (and, when given, the
+    findings) of the segment as it is now, and the threshold and minimum size chosen in Slicer."""
     updated = dict(report)
     updated["input"] = str(input_name)
     if threshold is not None:
@@ -46,5 +51,7 @@ def exported_report(report: dict, *, input_name: str, components: list[dict], th
         updated["min_size_mm3"] = float(min_size_mm3)
     updated["components"] = components
     updated["anomalous_volume_ml"] = anomalous_volume_ml(components)
+    if findings is not None:
+        updated["findings"] = findings
     updated["exported_from"] = "3D Slicer (the mask includes any manual edits of the segment)"
     return updated

@@ -21,10 +21,11 @@ def write_detection(detection, folder: Path, detector, input_name: str, overview
     cores the two overlap (a 1 mm volume's four compressed volumes take about as long as the
     overview). One worker, so the files are written one at a time as before."""
     folder = Path(folder)
+    anatomy, findings, regions, to_template = _findings(detection, detector)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uadc-write") as pool:
-        written = pool.submit(_write_volumes, detection, folder)
+        written = pool.submit(_write_volumes, detection, anatomy, folder)
         if overview:
-            _write_overview(detection, folder / names.OVERVIEW)
+            _write_overview(detection, regions, folder / names.OVERVIEW)
         written.result()  # a failed write raises here, before the report claims success
     preprocessing = detection.preprocessed.summary()
     report = build_report(
@@ -33,12 +34,27 @@ def write_detection(detection, folder: Path, detector, input_name: str, overview
         thresholds_available=detector.card.thresholds.values, min_size_mm3=detection.min_size_mm3,
         brain_source=detection.preprocessed.brain_source, brain_volume_ml=preprocessing["brain_volume_ml"],
         quality=detection.quality, components=detection.components, preprocessing=preprocessing,
-        timings=detection.timings)
+        timings=detection.timings, findings=findings, input_to_template_ras=to_template)
     write_text(json.dumps(report, indent=2, default=float), folder / names.REPORT)
     return report
 
 
-def _write_volumes(detection, folder: Path) -> None:
+def _findings(detection, detector):
+    """(the atlas on the input grid, the findings, their region ids, input RAS -> template RAS)."""
+    from ..preprocess.templates import load_atlas
+    from .findings import find_regions, input_to_template_ras
+
+    atlas, anatomy_names = detector.template.cached("label atlas", load_atlas)
+    pre = detection.preprocessed
+    anatomy = pre.to_input_grid(atlas, sitk.sitkNearestNeighbor)
+    to_template = input_to_template_ras(pre.transform)
+    findings, regions = find_regions(
+        sitk.GetArrayViewFromImage(detection.anomaly_map), sitk.GetArrayViewFromImage(detection.anomaly_mask),
+        sitk.GetArrayViewFromImage(anatomy), detection.anomaly_mask, to_template, anatomy_names)
+    return anatomy, findings, regions, to_template
+
+
+def _write_volumes(detection, anatomy: sitk.Image, folder: Path) -> None:
     from .segmentation import write_segmentation
 
     write_volume(detection.healthy, folder / names.HEALTHY)
@@ -46,15 +62,19 @@ def _write_volumes(detection, folder: Path) -> None:
     write_volume(detection.anomaly_mask, folder / names.ANOMALY_MASK)
     write_segmentation(detection.anomaly_mask, folder / names.SEGMENTATION)
     write_volume(sitk.Cast(detection.preprocessed.brain_mask_input, sitk.sitkUInt8), folder / names.BRAIN_MASK)
+    write_volume(anatomy, folder / names.ANATOMY)
     if detection.uncertainty is not None:
         write_volume(detection.uncertainty, folder / names.UNCERTAINTY)
 
 
-def _write_overview(detection, path: Path) -> None:
+def _write_overview(detection, regions, path: Path) -> None:
+    """The overview on the model grid, the regions numbered as in the findings."""
+    from ..io import image_like
     from .overview import write_overview_png
 
     arrays = detection.model_arrays
-    mask_model = sitk.GetArrayFromImage(sitk.Resample(
-        detection.anomaly_mask, detection.preprocessed.model_input, detection.preprocessed.transform,
-        sitk.sitkNearestNeighbor, 0))
-    write_overview_png(arrays["input"], arrays["healthy"], arrays["map"], mask_model, path, brain=arrays["brain"])
+    ids = image_like(regions.full(sitk.GetArrayViewFromImage(detection.anomaly_mask).shape), detection.anomaly_mask)
+    ids_model = sitk.GetArrayFromImage(sitk.Resample(
+        ids, detection.preprocessed.model_input, detection.preprocessed.transform, sitk.sitkNearestNeighbor, 0))
+    write_overview_png(arrays["input"], arrays["healthy"], arrays["map"], ids_model > 0, path, brain=arrays["brain"],
+                       regions=ids_model)

@@ -5,6 +5,8 @@ preprocessing pipeline, which itself needs the loaded template.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,11 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..resources import TEMPLATES
 from .templates import (
+    ATLAS_FILE,
+    ATLAS_TABLE_FILE,
     BRAIN_PROBABILITY_FILE,
     HEAD_FILE,
+    SHIPPED_TEMPLATE,
     ModelGrid,
     Template,
     load_template,
@@ -35,14 +40,35 @@ def mni_brain_template(grid: ModelGrid) -> Template:
     return Template(t1, sitk.Clamp(tissue, sitk.sitkFloat32, 0.0, 1.0), grid, "mni152-2009a-brain")
 
 
-def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, grid: ModelGrid | None = None,
-                   progress=None) -> Template:
-    """Average the whole heads and brain masks of (image, parcellation) pairs in MNI space.
+class LabelVote:
+    """Majority vote of label maps on one grid: per voxel, the label most maps give it
+    (background 0 included, so the atlas's brain ends where half the heads' brains end; a tie
+    goes to the smaller label)."""
 
-    Each brain (parcellation > 0) is registered like-with-like to the MNI152 brain; the
-    head and the mask are then resampled on the model grid with that transform.
+    def __init__(self, shape: tuple, maps: int, labels: int = 256):
+        self.counts = np.zeros((labels, int(np.prod(shape))), np.uint8 if maps < 256 else np.uint16)
+        self.shape = shape
+        self.voxels = np.arange(self.counts.shape[1])
+
+    def add(self, labels: np.ndarray) -> None:
+        self.counts[labels.ravel().astype(np.intp), self.voxels] += 1
+
+    def result(self) -> np.ndarray:
+        return np.argmax(self.counts, axis=0).astype(np.uint16).reshape(self.shape)
+
+
+def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Path, grid: ModelGrid | None = None,
+                   progress=None) -> Template:
+    """Average the whole heads and brain masks of (image, parcellation) pairs in MNI space, and
+    fuse their DLMUSE labels into the label atlas.
+
+    Each brain (parcellation > 0) is registered like-with-like to the MNI152 brain; the head and
+    the mask are then resampled on the model grid with that transform (linearly), the labels
+    with the same transform (nearest neighbour) and fused by majority vote (LabelVote). The
+    atlas's table names its labels from DLMUSE's lists in `dlmuse_dir` (rois.csv, derived.csv).
     """
-    from ..io import read_mask, read_volume, write_volume
+    from ..io import read_mask, read_volume, write_text, write_volume
+    from ..outputs.anatomy import AnatomyNames
     from .pipeline import preprocess, resample
 
     grid = grid or ModelGrid()
@@ -50,6 +76,7 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, grid: ModelGri
     reference = grid.reference()
     head_sum = np.zeros(reference.GetSize()[::-1], np.float64)
     mask_sum = np.zeros_like(head_sum)
+    vote = LabelVote(head_sum.shape, len(pairs))
     for index, (image_path, parcellation_path) in enumerate(pairs):
         image = read_volume(image_path)
         mask = read_mask(parcellation_path, image)
@@ -58,20 +85,35 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, grid: ModelGri
         low, high = result.intensity_range
         head_sum += np.clip((head - low) / (high - low), 0, 1.5) / 1.5
         mask_sum += sitk.GetArrayViewFromImage(result.brain_mask_model)
+        labels = sitk.ReadImage(str(parcellation_path), sitk.sitkUInt8)
+        vote.add(sitk.GetArrayViewFromImage(resample(labels, reference, result.transform, sitk.sitkNearestNeighbor)))
         if progress:
             progress(index + 1, len(pairs))
     head = sitk.GetImageFromArray(np.round(255 * head_sum / len(pairs)).astype(np.uint8))
     probability = sitk.GetImageFromArray(np.round(255 * mask_sum / len(pairs)).astype(np.uint8))
-    for image in (head, probability):
+    atlas = sitk.GetImageFromArray(vote.result())
+    for image in (head, probability, atlas):
         image.CopyInformation(reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_volume(head, out_dir / HEAD_FILE)
     write_volume(probability, out_dir / BRAIN_PROBABILITY_FILE)
+    write_volume(atlas, out_dir / ATLAS_FILE)
+    names = AnatomyNames.from_dlmuse(dlmuse_dir / "rois.csv", dlmuse_dir / "derived.csv",
+                                     np.unique(sitk.GetArrayViewFromImage(atlas)))
+    table = {"atlas": ATLAS_FILE, "sha256": hashlib.sha256((out_dir / ATLAS_FILE).read_bytes()).hexdigest(),
+             "template": SHIPPED_TEMPLATE,
+             "method": "DLMUSE labels of the template's heads, carried onto the model grid through the "
+                       "template's own registration (nearest neighbour), fused by majority vote",
+             "subjects": [Path(image_path).name for image_path, _ in pairs],
+             "rebuild": f"uadc template --data <ixi_t1> --count {len(pairs)}",
+             "labels": names.to_json()}
+    write_text(json.dumps(table, indent=1), out_dir / ATLAS_TABLE_FILE)
     return load_template(out_dir, grid)
 
 
 def run_template(args) -> int:
-    """`uadc template`: rebuild the shipped template from the first N IXI training subjects."""
+    """`uadc template`: rebuild the shipped template and its label atlas from the first N IXI
+    training subjects."""
     from ..datasets import ixi_subjects, split
     from ..progress import Progress
 
@@ -81,8 +123,12 @@ def run_template(args) -> int:
         raise InputError(args.data, "holds no IXI training subjects with parcellations "
                          "(images/*_T1.nii.gz and brain_parcellation/*_T1_DLMUSE.nii.gz).",
                          "Point --data to ../shared/data/ixi_t1.")
+    dlmuse_dir = Path(args.data) / "dlmuse"
+    if not (dlmuse_dir / "rois.csv").exists() or not (dlmuse_dir / "derived.csv").exists():
+        raise InputError(dlmuse_dir, "lacks DLMUSE's label lists rois.csv and derived.csv (the atlas's names).",
+                         "Point --data to ../shared/data/ixi_t1.")
     progress = Progress()
-    build_template(pairs, Path(args.out) if args.out else TEMPLATES,
+    build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir,
                    progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))
     progress.close()
     return 0

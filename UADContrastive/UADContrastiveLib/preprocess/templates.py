@@ -9,6 +9,7 @@ affinely to the MNI152 2009a brain from the nilearn wheel, then their whole head
 brain masks averaged on the model grid. A whole-head template lets us register
 whole-head input like-with-like (a brain-only template stretched over a head gives
 Dice ~0.5), and an IXI-built head matches the scanner population of the training data.
+Beside it ships the DLMUSE label atlas of the same heads (`load_atlas`), which names findings.
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ from ..resources import TEMPLATES
 HEAD_FILE = "ixi_head_2mm.nii.gz"
 BRAIN_PROBABILITY_FILE = "ixi_brain_probability_2mm.nii.gz"
 SHIPPED_TEMPLATE = "ixi-head-2mm"
+# The DLMUSE label atlas of the same heads (majority vote on the model grid) and its table:
+# label names and lobes (outputs.anatomy), the atlas file's sha256 and how it was made.
+ATLAS_FILE = "ixi_dlmuse_atlas_2mm.nii.gz"
+ATLAS_TABLE_FILE = "ixi_dlmuse_atlas_2mm.json"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,27 @@ def load_template(folder: Path = TEMPLATES, grid: ModelGrid | None = None) -> Te
     grid = grid or ModelGrid(tuple(head.GetSize()), float(head.GetSpacing()[0]),
                              tuple(_center(head)))
     return Template(head, probability, grid)
+
+
+def load_atlas(folder: Path = TEMPLATES):
+    """(label atlas, AnatomyNames): the template's DLMUSE labels (uint16, in template space) and
+    their names; the atlas is checked against the sha256 its table records."""
+    import hashlib
+    import json
+
+    from ..outputs.anatomy import AnatomyNames
+
+    atlas_path, table_path = folder / ATLAS_FILE, folder / ATLAS_TABLE_FILE
+    for path in (atlas_path, table_path):
+        if not path.exists():
+            raise FileNotFoundError(f"label atlas {path} is missing; rebuild it with `uadc template` "
+                                    "or reinstall the extension.")
+    table = json.loads(table_path.read_text())
+    digest = hashlib.sha256(atlas_path.read_bytes()).hexdigest()
+    if digest != table["sha256"]:
+        raise ValueError(f"label atlas {atlas_path} does not match the checksum in {table_path.name}; "
+                         "rebuild it with `uadc template` or reinstall the extension.")
+    return sitk.ReadImage(str(atlas_path), sitk.sitkUInt16), AnatomyNames.from_json(table["labels"])
 
 
 def template_for_model(name: str, grid: ModelGrid, card_path=None) -> Template:
