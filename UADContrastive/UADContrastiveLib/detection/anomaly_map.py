@@ -37,11 +37,18 @@ class AnomalyMapChain:
         self.postprocess = postprocess
         self.spacing_mm = spacing_mm
 
-    def score(self, volume: np.ndarray, healthy: np.ndarray,
+    def scored_residual(self, volume: np.ndarray, healthy: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        """The residual the statistics describe: the engine's, smoothed in the brain when the card asks."""
+        from ..postprocess.filtering import smooth_in_brain
+
+        return smooth_in_brain(self.residual(volume, healthy), brain, self.postprocess.residual_sigma_mm,
+                               self.spacing_mm)
+
+    def score(self, volume: np.ndarray, healthy: np.ndarray, brain: np.ndarray,
               statistics: HealthyStatistics | None = None) -> np.ndarray:
         """Signed score on the model grid; `statistics` overrides the model's own (leave-one-out)."""
         statistics = statistics or self.statistics
-        residual = self.residual(volume, healthy)
+        residual = self.scored_residual(volume, healthy, brain)
         return residual if statistics is None else statistics.score(residual)
 
     def filtered(self, score: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -50,7 +57,7 @@ class AnomalyMapChain:
 
     def model_map(self, volume: np.ndarray, healthy: np.ndarray, brain: np.ndarray,
                   statistics: HealthyStatistics | None = None) -> np.ndarray:
-        return self.filtered(self.score(volume, healthy, statistics), brain)
+        return self.filtered(self.score(volume, healthy, brain, statistics), brain)
 
     @staticmethod
     def on_input_grid(model_map: np.ndarray, preprocessed: Preprocessed) -> np.ndarray:

@@ -14,7 +14,8 @@ reconstructions depend only on the model and are cached per model. Figures:
   contrast_removed   1 - mean(reconstruction - healthy) / mean(lesioned - healthy) in the lesions
   auprc, best_dice   per lesioned case over brain voxels, then the mean
   healthy_flagged    share of the healthy tuning heads' brain over the threshold calibrated
-                     (0.5 %) on the statistics cohort scored leave-one-out, mean and max per head
+                     (0.5 %) on the statistics cohort, each head scored with the statistics
+                     of the other folds (5 folds), mean and max per head
 Only the tuning part is read; the report part is never touched here.
 """
 from __future__ import annotations
@@ -31,16 +32,25 @@ import numpy as np
 
 from ..datasets import ixi_subjects, split, split_statistics
 from ..detection.anomaly_map import AnomalyMapChain
-from ..detection.healthy_statistics import HealthyStatistics, leave_one_out
+from ..detection.healthy_statistics import HealthyStatistics
 from ..postprocess.calibration import healthy_fpr_thresholds
 from ..postprocess.filtering import PostprocessConfig
 from ..resources import user_cache_dir
 from ..training import slice_cache
 from .metrics import auprc, best_dice
-from .real_lesions import Donor, donor_part, donors, healthy_parts, place_lesion, t1_lesion_appearance, template_transform
+from .real_lesions import (
+    Donor,
+    donor_part,
+    donors,
+    healthy_parts,
+    place_lesion,
+    t1_lesion_appearance,
+    template_transform,
+)
 
 TARGET = 0.005
 HEADS_PER_DONOR = 3
+FOLDS = 5  # held-out statistics for the thresholds: 5 folds cost 5 fits instead of one per head
 VARIANTS = {
     "default": {},
     "median5": {"size": 5},
@@ -48,8 +58,11 @@ VARIANTS = {
     "positive": {"polarity": "positive"},
     "negative": {"polarity": "negative"},
     "erosion2": {"erosion_mm": 2.0},
-    "multiscale": {"multiscale": True},
     "per_scan_p95": {"normalise_percentile": 95.0},
+    "smooth2": {"residual_sigma_mm": 2.0},
+    "smooth3": {"residual_sigma_mm": 3.0},
+    "smooth4": {"residual_sigma_mm": 4.0},
+    "smooth3_negative": {"residual_sigma_mm": 3.0, "polarity": "negative"},
 }
 
 
@@ -114,34 +127,36 @@ def reconstructions(engine, model_dir: Path, cases: list[GridCase], log=print) -
     return out
 
 
-def multiscale_residual(residual_of):
-    """The residual and its 2-voxel Gaussian average, summed: a structural term on lesion scale."""
-    from scipy import ndimage
-
-    def residual(volume, healthy):
-        r = residual_of(volume, healthy)
-        return r + ndimage.gaussian_filter(r, 1.0)
-    return residual
+def held_out_statistics(residuals: list, brains: list) -> list[HealthyStatistics]:
+    """Per statistics head, statistics fitted without its fold (FOLDS folds, heads in turn)."""
+    folds = [list(range(k, len(residuals), FOLDS)) for k in range(min(FOLDS, len(residuals)))]
+    per_head: dict[int, HealthyStatistics] = {}
+    for fold in folds:
+        rest = [i for i in range(len(residuals)) if i not in fold]
+        fitted = HealthyStatistics.fit([residuals[i] for i in rest], [brains[i] for i in rest])
+        per_head.update({i: fitted for i in fold})
+    return [per_head[i] for i in range(len(residuals))]
 
 
 def score_variant(engine, settings: dict, stats_cases, recon, heads, lesioned, spacing) -> dict:
-    settings = dict(settings)
-    residual_of = multiscale_residual(engine.residual) if settings.pop("multiscale", False) else engine.residual
-    post = PostprocessConfig(**settings)
-    residuals = [residual_of(c.volume, recon[c.id]) for c in stats_cases]
+    chain = AnomalyMapChain(engine.residual, None, PostprocessConfig(**settings), spacing)
+    residuals = [chain.scored_residual(c.volume, recon[c.id], c.brain) for c in stats_cases]
     brains = [c.brain for c in stats_cases]
-    statistics = HealthyStatistics.fit(residuals, brains)
-    chain = AnomalyMapChain(residual_of, statistics, post, spacing)
-    loo_maps = [(chain.filtered(s.score(residuals[i]), brains[i]), brains[i])
-                for i, s in enumerate(leave_one_out(residuals, brains))]
-    threshold = healthy_fpr_thresholds(loo_maps, (TARGET,), 0.0, spacing)[TARGET]
+    chain.statistics = HealthyStatistics.fit(residuals, brains)
+    held_out = [(chain.filtered(s.score(residuals[i]), brains[i]), brains[i])
+                for i, s in enumerate(held_out_statistics(residuals, brains))]
+    threshold = healthy_fpr_thresholds(held_out, (TARGET,), 0.0, spacing)[TARGET]
     flagged = [float((chain.model_map(h.volume, recon[h.id], h.brain)[h.brain] > threshold).mean()) for h in heads]
     rows = []
     for case in lesioned:
         anomaly = chain.model_map(case.volume, recon[case.id], case.brain)
         scores, labels = anomaly[case.brain], case.lesion[case.brain]
-        rows.append({"id": case.id, "auprc": auprc(scores, labels), "best_dice": best_dice(scores, labels)[0]})
-    return {"auprc": float(np.mean([r["auprc"] for r in rows])), "best_dice": float(np.mean([r["best_dice"] for r in rows])),
+        rows.append({"id": case.id, "auprc": auprc(scores, labels), "best_dice": best_dice(scores, labels)[0],
+                     "dice": float(2 * ((scores > threshold) & labels).sum() / max(1, (scores > threshold).sum()
+                                                                                   + labels.sum()))})
+    return {"threshold": threshold, "auprc": float(np.mean([r["auprc"] for r in rows])),
+            "best_dice": float(np.mean([r["best_dice"] for r in rows])),
+            "dice": float(np.mean([r["dice"] for r in rows])),
             "healthy_flagged_mean": float(np.mean(flagged)), "healthy_flagged_max": float(np.max(flagged)),
             "kinds": {kind: float(np.mean([r["auprc"] for r in rows if f"+{kind}-" in r["id"]]))
                       for kind in ("brats", "wml") if any(f"+{kind}-" in r["id"] for r in rows)},
@@ -177,7 +192,8 @@ def evaluate_model(model_dir: Path, data: Path, variants: list[str], device: str
         result["variants"][name] = score_variant(engine, VARIANTS[name], stats_cases, recon, heads, lesioned,
                                                  template.grid.spacing)
         v = result["variants"][name]
-        log(f"{result['model']} {name}: AUPRC {v['auprc']:.3f}, best Dice {v['best_dice']:.3f}, healthy flagged "
+        log(f"{result['model']} {name}: AUPRC {v['auprc']:.3f}, Dice {v['dice']:.3f} (best {v['best_dice']:.3f}), "
+            f"healthy flagged "
             f"{100 * v['healthy_flagged_mean']:.2f} % (max {100 * v['healthy_flagged_max']:.2f} %) {v['kinds']}")
     return result
 

@@ -36,6 +36,10 @@ class PostprocessConfig:
         divided by this percentile of its own brain values: the scan is then measured against
         itself, not against healthy brains (a healthy scan always shows "findings", a large
         lesion dims itself). Kept only as an explicit option for experiments.
+    residual_sigma_mm: Gaussian smoothing (sigma, mm) of the signed residual inside the brain
+        before it is scored (detection.anomaly_map): the sign-alternating residual along sharp
+        edges averages out, a lesion's one-signed residual stays. The healthy statistics are
+        fitted on residuals smoothed the same way.
     The detection rule that follows (threshold and minimum component size) is not here: it
     belongs to the card's calibrated `thresholds`, which were computed for one minimum size.
     """
@@ -45,6 +49,7 @@ class PostprocessConfig:
     size: int = 3
     polarity: str = "absolute"
     normalise_percentile: float | None = None
+    residual_sigma_mm: float = 0.0
 
     def __post_init__(self):
         problems = []
@@ -56,6 +61,8 @@ class PostprocessConfig:
             problems.append(f"size must be >= 1 voxel, not {self.size!r}")
         if not self.erosion_mm >= 0:
             problems.append("erosion_mm must be >= 0")
+        if not self.residual_sigma_mm >= 0:
+            problems.append("residual_sigma_mm must be >= 0")
         if self.normalise_percentile is not None and not 0 < self.normalise_percentile <= 100:
             problems.append(f"normalise_percentile must be in (0, 100], not {self.normalise_percentile!r}")
         if problems:
@@ -84,6 +91,18 @@ class PostprocessConfig:
 
 
 DEFAULTS = PostprocessConfig()
+
+
+def smooth_in_brain(values: np.ndarray, brain: np.ndarray, sigma_mm: float, spacing_mm=2.0) -> np.ndarray:
+    """Gaussian smoothing of `values` inside `brain`, normalised by the smoothed mask (voxels
+    outside the brain neither enter nor darken the edge); 0 outside the brain."""
+    if sigma_mm <= 0:
+        return np.asarray(values, dtype=np.float32)
+    inside = (np.asarray(brain) > 0).astype(np.float32)
+    sigma = sigma_mm / _spacing_zyx(spacing_mm)
+    weight = ndimage.gaussian_filter(inside, sigma, mode="constant")
+    smoothed = ndimage.gaussian_filter(np.asarray(values, np.float32) * inside, sigma, mode="constant")
+    return np.divide(smoothed, weight, out=np.zeros_like(smoothed), where=(weight > 1e-3) & (inside > 0))
 
 
 def _spacing_zyx(spacing_mm) -> np.ndarray:

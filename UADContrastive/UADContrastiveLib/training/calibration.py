@@ -97,7 +97,12 @@ def fit_statistics(detector, scans: list[Subject], min_size: float, progress, ru
     thresholds on the same scans scored leave-one-out (each scan's map uses the statistics of the
     others, so it is scored as an unseen scan would be). Both are stored in the model folder and
     card; returns the thresholds."""
-    from ..detection.healthy_statistics import MIN_SCANS, STATISTICS_FILE, HealthyStatistics, leave_one_out
+    from ..detection.healthy_statistics import (
+        MIN_SCANS,
+        STATISTICS_FILE,
+        HealthyStatistics,
+        leave_one_out,
+    )
     from ..zoo import ModelCard, sha256_file
 
     start = time.perf_counter()
@@ -108,9 +113,9 @@ def fit_statistics(detector, scans: list[Subject], min_size: float, progress, ru
                          f"be used for its statistics (at least {needed} are needed).",
                          "Give more healthy scans the model was not trained on (uadc calibrate --statistics DATA).")
     names = [scan.id for scan, _, _ in found]
-    residuals = [detector.engine.residual(r.volume, r.healthy) for _, r, _ in found]
-    brains = [r.brain for _, r, _ in found]
     chain = detector.chain
+    residuals = [chain.scored_residual(r.volume, r.healthy, r.brain) for _, r, _ in found]
+    brains = [r.brain for _, r, _ in found]
     maps = []
     for index, (statistics, (_, rebuilt, _)) in enumerate(zip(leave_one_out(residuals, brains, names), found)):
         progress("statistics: leave-one-out maps", index / len(found))
