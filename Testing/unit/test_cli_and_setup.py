@@ -8,7 +8,8 @@ import sys
 
 import pytest
 from conftest import REPO
-from UADContrastiveLib.cli import EXIT_BAD_INPUT, main
+from UADContrastiveLib.cli import main
+from UADContrastiveLib.errors import EXIT_BAD_INPUT
 from UADContrastiveLib.progress import Progress
 
 

@@ -1,6 +1,6 @@
 """`uadc` command line (also `python -m UADContrastiveLib`).
 
-Exit codes: 0 ok, 2 bad input or usage (message names the file and the problem),
+Exit codes (`errors`): 0 ok, 2 bad input or usage (message names the file and the problem),
 1 internal error. Each command lives in `commands/<name>.py`; heavy imports (torch,
 MONAI) happen inside the commands' `run`.
 """
@@ -17,9 +17,15 @@ import traceback
 
 from . import protocol
 from .commands import COMMANDS
-from .errors import InputError
-
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    InputError,
+    exit_code_for_signal,
+)
 
 
 def _command(name: str):
@@ -40,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_on_sigterm(signum, _frame):
     """Turn SIGTERM (Cancel in Slicer, a job scheduler) into SystemExit, so every `finally`
     runs and staged outputs are removed instead of left half-written."""
-    raise SystemExit(128 + signum)
+    raise SystemExit(exit_code_for_signal(signum))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _report_error(args, "interrupted; no partial outputs were left.", EXIT_INTERNAL)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader left (`uadc models list | head`): not an error of ours
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141  # what a shell reports for a process ended by SIGPIPE
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # noqa: BLE001 - the last line of defence turns a crash into exit 1
         traceback.print_exc(file=sys.stderr)
         _report_error(args, f"internal error: {error}. Please report it with the traceback above.", EXIT_INTERNAL)

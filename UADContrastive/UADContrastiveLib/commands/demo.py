@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import EXIT_OK
+
 LESION_CENTER_RAS = (24.0, 18.0, 22.0)  # mm, MNI: right frontal white matter (corona radiata)
 LESION_RADIUS_MM = 9.0
 
@@ -95,4 +97,4 @@ def run(args) -> int:
     print(f"  outputs         : {out_root / 'mni152_demo'} "
           f"({names.HEALTHY}, {names.ANOMALY_MAP}, {names.SEGMENTATION}, {names.OVERVIEW})")
     print(f"  time            : {summary['seconds']} s on {detector.device}")
-    return 0
+    return EXIT_OK

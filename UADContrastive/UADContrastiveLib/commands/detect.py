@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import protocol
-from ..errors import InputError
-
-EXIT_SOME_FAILED = 2  # the CLI's exit code for bad input: some inputs could not be processed
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 
 
 def add_parser(sub) -> None:
@@ -126,10 +124,10 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
     if args.json_progress:
         progress(protocol.DONE, 1.0, f"{len(entries) - failed} of {len(entries)} done",
                  outputs={e["input"]: e.get("output") for e in entries}, failed=failed,
-                 exit_code=EXIT_SOME_FAILED if failed else 0)
+                 exit_code=EXIT_BAD_INPUT if failed else EXIT_OK)
     progress.close()
     for entry in entries:
         if entry["status"] == "ok":
             print(f"{entry['input']}: {entry['components']} anomalous region(s), "
                   f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else 0
+    return EXIT_BAD_INPUT if failed else EXIT_OK

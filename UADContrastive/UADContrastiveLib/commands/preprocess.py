@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 
 
 def add_parser(sub) -> None:
@@ -56,4 +56,4 @@ def run(args) -> int:
     progress("done", 1.0, f"{len(entries) - failed} of {len(entries)} preprocessed")
     progress.close()
     write_run_summary(out_root, "preprocess", entries)
-    return 2 if failed else 0
+    return EXIT_BAD_INPUT if failed else EXIT_OK
