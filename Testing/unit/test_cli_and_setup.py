@@ -170,3 +170,21 @@ def test_index_probe_gives_up_at_its_deadline_when_the_name_lookup_hangs(monkeyp
         assert ext_setup.index_reachable("https://download.pytorch.org/whl/cpu", seconds=0.2) is False
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("as_program", [True, False])
+def test_detect_loads_the_model_lean_only_when_the_process_ends_with_the_command(as_program, monkeypatch, tmp_path):
+    """`uadc` itself (run_and_exit) may leave out MONAI's optional imports; an in-process caller
+    of main() may need them later."""
+    from UADContrastiveLib.commands import detect
+    from UADContrastiveLib.errors import InputError
+
+    asked = {}
+
+    def stand_in(model, device, progress, lean_imports=False, **kwargs):
+        asked["lean_imports"] = lean_imports
+        raise InputError(None, "stop after the model load was asked for")
+    monkeypatch.setattr(detect, "load_detector", stand_in)
+    code = main(["detect", str(tmp_path / "t1.nii.gz"), "--out-dir", str(tmp_path / "out")],
+                process_ends_with_command=as_program)
+    assert code == EXIT_BAD_INPUT and asked == {"lean_imports": as_program}

@@ -32,11 +32,15 @@ def _command(name: str):
     return importlib.import_module(f"{__package__}.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(process_ends_with_command: bool = False) -> argparse.ArgumentParser:
+    """process_ends_with_command: this process is `uadc` itself (run_and_exit), which ends when
+    the command does, so a command may leave out imports only later work would need; False for
+    in-process callers of main() (tests, scripts, the Slicer module's Python)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="uadc", description="Unsupervised anomaly detection in brain MRI.")
     parser.add_argument("--version", action="version", version=f"uadc {__version__}")
+    parser.set_defaults(process_ends_with_command=process_ends_with_command)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         _command(name).add_parser(sub)
@@ -49,10 +53,10 @@ def _exit_on_sigterm(signum, _frame):
     raise SystemExit(exit_code_for_signal(signum))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, process_ends_with_command: bool = False) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    parser = build_parser()
+    parser = build_parser(process_ends_with_command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
@@ -75,15 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-_AS_PROGRAM = False
-
-
-def running_as_program() -> bool:
-    """True when this process is `uadc` itself (run_and_exit), which ends when the command does;
-    False for in-process callers of main() (tests, scripts, the Slicer module's Python)."""
-    return _AS_PROGRAM
-
-
 def run_and_exit(argv: list[str] | None = None) -> None:
     """`uadc` as a program (the console script and `python -m UADContrastiveLib`): main(), then
     end the process without the interpreter's teardown.
@@ -95,9 +90,7 @@ def run_and_exit(argv: list[str] | None = None) -> None:
     here so nothing the user should see is lost. In-process callers (tests, scripts) call main()."""
     import atexit
 
-    global _AS_PROGRAM
-    _AS_PROGRAM = True
-    code = main(argv)
+    code = main(argv, process_ends_with_command=True)
     try:
         atexit._run_exitfuncs()  # noqa: SLF001 - the handlers a normal exit would run (logging, tqdm)
         sys.stdout.flush()

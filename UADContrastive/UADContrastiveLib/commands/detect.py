@@ -2,6 +2,7 @@
 DIR/<stem>/ (names in outputs.names), plus a run summary. Several inputs share one loaded model."""
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -62,18 +63,12 @@ def load_detector(model, device: str, progress, lean_imports: bool = False, over
     return detector
 
 
-def _load_for_this_run(model, device: str, progress, overview: bool = True):
-    """The command's own model load: lean imports when this process is `uadc` itself, which ends
-    when the command does (an in-process caller of cli.main may need the rest of MONAI later)."""
-    from ..cli import running_as_program
-
-    return load_detector(model, device, progress, lean_imports=running_as_program(), overview=overview)
-
-
-def run(args, progress=None, detector_source=_load_for_this_run) -> int:
+def run(args, progress=None, detector_source=None) -> int:
     """`progress` and `detector_source(model, device, progress, overview=...)` are given by `uadc worker`, which
     keeps its model loaded between requests; the command itself reports to stdout/stderr and
-    loads the model for this run."""
+    loads the model for this run, with lean imports when the process ends with the command
+    (`args.process_ends_with_command`, set by the cli: an in-process caller of cli.main may
+    need the rest of MONAI later)."""
     from ..outputs.folders import check_output_root
     from ..outputs.names import volume_stem
     from ..progress import Progress
@@ -92,6 +87,9 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
+    if detector_source is None:
+        detector_source = functools.partial(
+            load_detector, lean_imports=getattr(args, "process_ends_with_command", False))
     detector = detector_source(args.model, args.device, progress, overview=not args.no_overview)
     from ..detection.detector import ModelLoadError
     from ..io import read_mask, read_volume
