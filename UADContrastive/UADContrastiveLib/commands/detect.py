@@ -106,7 +106,7 @@ def run(args, progress=None, detector_source=None) -> int:
                                      args.samples if args.uncertainty else 0, staged, source=path)
             for warning in detection.quality["warnings"]:
                 progress.log(f"uadc: warning: {path}: {warning}")
-            staged("write", 0.0)
+            staged(protocol.WRITE, 0.0)
             with staged_folder(out_root / stem, args.overwrite) as folder:
                 report = write_detection(detection, folder, detector, path, overview=not args.no_overview)
             entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .. import protocol
 from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 from .detect import parse_threshold
 
@@ -56,7 +57,7 @@ def evaluate_cases(detector, cases: list[dict], dataset: str, threshold: float |
 
         def report(_stage, fraction, _message="", done=index, name=case["id"]):
             if progress:
-                progress("evaluate", (done + fraction) / len(cases), name)
+                progress(protocol.EVALUATE, (done + fraction) / len(cases), name)
 
         try:
             detection = detector.run(image, brain_mask, threshold, min_size, progress=report,
