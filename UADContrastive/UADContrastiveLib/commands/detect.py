@@ -69,8 +69,8 @@ def run(args, progress=None, detector_source=None) -> int:
     loads the model for this run, with lean imports when the process ends with the command
     (`args.process_ends_with_command`, set by the cli: an in-process caller of cli.main may
     need the rest of MONAI later)."""
+    from ..io import volume_stem
     from ..outputs.folders import check_output_root
-    from ..outputs.names import volume_stem
     from ..progress import Progress
 
     # Only standard-library modules until the model load has started: the checks below need no
