@@ -1,4 +1,4 @@
-"""The fast paths of detection give the results of the plain ones (issue 12)."""
+"""The fast paths of detection give the results of the plain ones."""
 from __future__ import annotations
 
 import importlib

@@ -21,7 +21,7 @@ def demo_volume(seed: int = 7):
     """(MNI T1 with a synthetic lesion, lesion ground truth) on the MNI template's own 1 mm grid,
     as SimpleITK images."""
     # numpy and SimpleITK here, not at the top: `uadc` imports every command to build its
-    # parser, and `uadc detect` starts loading the model only after that (issue 12).
+    # parser, and `uadc detect` starts loading the model only after that.
     import numpy as np
     import SimpleITK as sitk
 
