@@ -64,16 +64,11 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 def looks_skull_stripped(image: sitk.Image) -> bool:
     """True when the non-background region is brain-sized (BraTS, WML10, the MNI brain)."""
-    volume, _ = foreground_volume_ml(image)
-    return 0 < volume < SKULL_STRIPPED_MAX_ML
+    return _brain_sized(foreground_volume_ml(image)[0])
 
 
-def foreground_mask(image: sitk.Image) -> sitk.Image:
-    """uint8 mask of the largest non-background region, holes filled (for skull-stripped input)."""
-    _, largest = foreground_volume_ml(image)
-    mask = sitk.GetImageFromArray(largest.astype(np.uint8))
-    mask.CopyInformation(image)
-    return mask
+def _brain_sized(foreground_ml: float) -> bool:
+    return 0 < foreground_ml < SKULL_STRIPPED_MAX_ML
 
 
 def brain_volume_ml(mask: sitk.Image) -> float:
@@ -108,7 +103,7 @@ def find_brain(image: sitk.Image, canonical: sitk.Image, template: Template, bra
         strategy, mask = FROM_TEMPLATE, None
         if skull_stripped in ("yes", "auto"):
             foreground_ml, foreground = foreground_volume_ml(image)
-            if skull_stripped == "yes" or 0 < foreground_ml < SKULL_STRIPPED_MAX_ML:
+            if skull_stripped == "yes" or _brain_sized(foreground_ml):
                 strategy, mask = SKULL_STRIPPED, sitk.GetImageFromArray(foreground.astype(np.uint8))
                 mask.CopyInformation(image)
     if mask is not None:
