@@ -60,9 +60,16 @@ def index_reachable(url: str, seconds: float = INDEX_PROBE_SECONDS) -> bool:
 
 
 def local_torch_wheel() -> Path | None:
-    """A torch wheel given by UADC_TORCH_WHEEL (for machines without access to PyTorch's index)."""
+    """A torch wheel given by UADC_TORCH_WHEEL (for machines without access to PyTorch's index).
+    A name that is not a file on this machine stops set-up: silently falling back to an index
+    would install a different build from the one the user asked for."""
     wheel = os.environ.get("UADC_TORCH_WHEEL")
-    return Path(wheel) if wheel and Path(wheel).is_file() else None
+    if not wheel:
+        return None
+    if not Path(wheel).is_file():
+        raise SystemExit(f"UADC_TORCH_WHEEL names {wheel}, which is not a file; "
+                         "point it at a downloaded torch wheel or unset it")
+    return Path(wheel)
 
 
 def torch_requirement(cuda: str | None) -> list[str]:

@@ -21,11 +21,20 @@ TINY_NETWORK = {
 }
 
 
-def make_tiny_model(folder: Path, threshold: float = 0.3, seed: int = 0) -> Path:
+def make_tiny_model(folder: Path, threshold: float = 0.3, seed: int = 0, responsive: bool = False) -> Path:
+    """responsive: MONAI zero-initialises the U-Net's last convolution of every residual block and
+    of the output, so a fresh network reconstructs every slice as one constant whatever the noise;
+    with responsive=True those convolutions get small random weights, and the reconstruction (and
+    the spread of several) depends on the input and the noise."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    torch.save(build_unet(TINY_NETWORK["unet"]).state_dict(), folder / UNET_FILE)
+    unet = build_unet(TINY_NETWORK["unet"]).state_dict()
+    if responsive:
+        for name, weight in unet.items():
+            if name.endswith("conv.weight") and not weight.any():
+                weight.normal_(0.0, 0.05)
+    torch.save(unet, folder / UNET_FILE)
     torch.save(build_encoder(TINY_NETWORK["encoder"]).state_dict(), folder / ENCODER_FILE)
     card = {
         "name": "tiny-test", "version": "0.0.1", "engine": "contrastive_diffusion", "modality": "T1",

@@ -26,12 +26,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure(image_path: Path, mask_path: Path, template) -> dict:
     from UADContrastiveLib.io import read_mask, read_volume
-    from UADContrastiveLib.preprocess.pipeline import preprocess, resample
+    from UADContrastiveLib.preprocess.pipeline import preprocess
     from UADContrastiveLib.preprocess.quality import (
         _template_regions,
         contrast_ratios,
         correlation_ratio,
     )
+    from UADContrastiveLib.preprocess.registration import resample
 
     image = read_volume(image_path)
     reference = sitk.GetArrayFromImage(read_mask(mask_path, image)) > 0

@@ -1,4 +1,4 @@
-"""Loading the model in a thread while the input registers (issue 12) changes nothing but time."""
+"""Loading the model in a thread while the input registers changes nothing but time."""
 from __future__ import annotations
 
 import shutil

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicerio
+from UADContrastiveLib import protocol
 from UADContrastiveLib.cli import main
 from UADContrastiveLib.io import read_volume, same_grid, volume_stem
 
@@ -72,7 +73,9 @@ def test_json_progress_lines(detected):
     _, result = detected
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     stages = [r["stage"] for r in records]
-    assert "reconstruct" in stages and stages[-1] == "done"
+    assert stages[-1] == protocol.DONE
+    progress_stages = [s for s in dict.fromkeys(stages) if s not in (protocol.INFO, protocol.DONE)]
+    assert progress_stages == list(protocol.DETECTION_STAGES)  # what the Slicer module's bar is weighted by
     assert all(0.0 <= r["fraction"] <= 1.0 for r in records)
     assert records[-1]["failed"] == 0
 

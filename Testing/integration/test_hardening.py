@@ -101,7 +101,7 @@ def test_unwritable_output_folder(ixi_scan, tiny_model, tmp_path, capsys):
     assert "not writable" in capsys.readouterr().err
 
 
-def test_tampered_weights_are_refused(tiny_model, tmp_path, capsys):
+def test_tampered_weights_are_refused(ixi_scan, tiny_model, tmp_path, capsys):
     copy = tmp_path / "tampered"
     shutil.copytree(tiny_model, copy)
     with open(copy / "unet.pt", "r+b") as handle:
@@ -110,7 +110,12 @@ def test_tampered_weights_are_refused(tiny_model, tmp_path, capsys):
     assert main(["models", "verify", "--model", str(copy)]) == 2
     error = capsys.readouterr().err
     assert "unet.pt" in error and "checksum" in error
-    assert main(["detect", str(tmp_path / "x.nii.gz"), "--out-dir", str(tmp_path / "o"), "--model", str(copy)]) == 2
+    # a real scan, so the refusal can only come from the weights
+    out = tmp_path / "o"
+    assert main(["detect", str(ixi_scan), "--out-dir", str(out), "--model", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert "unet.pt" in error and "checksum" in error
+    assert not out.exists() or not [p for p in out.iterdir() if p.is_dir()]
 
 
 def test_import_and_verified_download(tiny_model, tmp_path, monkeypatch):

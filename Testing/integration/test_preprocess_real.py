@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from UADContrastiveLib.datasets import brats_cases, ixi_subjects, split, wml_cases
 from UADContrastiveLib.evaluation.metrics import dice
 from UADContrastiveLib.io import read_mask, read_volume, same_grid, write_volume
-from UADContrastiveLib.preprocess import preprocess
+from UADContrastiveLib.preprocess.pipeline import preprocess
 from UADContrastiveLib.preprocess.templates import load_template
 
 IXI_CHECKED = 10

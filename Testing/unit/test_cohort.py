@@ -8,7 +8,6 @@ import SimpleITK as sitk
 from UADContrastiveLib.cli import main
 from UADContrastiveLib.datasets import Subject, split
 from UADContrastiveLib.errors import InputError
-from UADContrastiveLib.training import cohort as cohort_module
 from UADContrastiveLib.training.cohort import prepare_cohort, read_cohort
 from UADContrastiveLib.training.slice_cache import build_cache, is_cached
 
@@ -160,9 +159,32 @@ def test_uadc_train_on_an_empty_folder_is_exit_2_without_traceback(tmp_path, cap
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_cache_command_reports_usage_errors(tmp_path, capsys):
-    assert cohort_module.main(["--data", str(tmp_path / "missing")]) == 2
+def test_cohort_command_reports_usage_errors(tmp_path, capsys):
+    assert main(["cohort", "--data", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cohort_command_caches_every_usable_scan_and_reports_the_split(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "healthy"
+    scans = [write_image(root / f"ok{i}.nii.gz") for i in range(4)]
+    (root / "broken.nii.gz").write_bytes(b"garbage")
+
+    def fake_preprocess(subject, template, modality="T1"):
+        from UADContrastiveLib.io import read_volume
+
+        read_volume(subject.image)  # the real reader: refuses the broken file
+        return np.zeros((4, 8, 8), np.float32), np.ones((4, 8, 8), bool), []
+
+    monkeypatch.setattr("UADContrastiveLib.training.slice_cache.preprocess_subject", fake_preprocess)
+    assert main(["cohort", "--data", str(root), "--cache", str(tmp_path / "cache")]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped" in err and "broken" in err
+    cache_dir = next((tmp_path / "cache" / "cohorts").iterdir())
+    assert f"validation scans cached in {cache_dir}" in out
+    prepared = prepare_cohort({"cache_dir": str(tmp_path / "cache")}, root)  # what `uadc train` then reads
+    assert prepared.cache_dir == cache_dir
+    assert sorted(prepared.subjects) == [f"ok{i}" for i in range(len(scans))]
+    assert all(is_cached(prepared.subjects[f"ok{i}"], cache_dir, "ixi-head-2mm") for i in range(len(scans)))
 
 
 def test_template_rebuild_from_a_folder_without_ixi_subjects_is_refused(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The diffusion engine's noise, patch tiling and conditioning path (issue 11)."""
+"""The diffusion engine's noise, patch tiling and conditioning path."""
 from __future__ import annotations
 
 import numpy as np

@@ -7,14 +7,10 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from UADContrastiveLib.io import same_grid
-from UADContrastiveLib.preprocess.pipeline import (
-    Preprocessed,
-    canonical_orientation,
-    foreground_volume_ml,
-    looks_skull_stripped,
-    normalise_intensity,
-    register_affine,
-)
+from UADContrastiveLib.preprocess.brain_mask import foreground_volume_ml, looks_skull_stripped
+from UADContrastiveLib.preprocess.intensity import normalise_intensity
+from UADContrastiveLib.preprocess.pipeline import Preprocessed
+from UADContrastiveLib.preprocess.registration import canonical_orientation, register_affine
 from UADContrastiveLib.preprocess.templates import ModelGrid
 
 PERMUTED_DIRECTIONS = {

@@ -1,4 +1,4 @@
-"""Real lesion shapes carried into healthy heads (the report test set of issue 11)."""
+"""Real lesion shapes carried into healthy heads (the report part's lesions of the evaluation protocol)."""
 from __future__ import annotations
 
 import numpy as np

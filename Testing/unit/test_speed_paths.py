@@ -1,4 +1,4 @@
-"""The fast paths of detection give the results of the plain ones (issue 12)."""
+"""The fast paths of detection give the results of the plain ones."""
 from __future__ import annotations
 
 import importlib
@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 from UADContrastiveLib.lean_imports import import_lean, skipping_imports
-from UADContrastiveLib.preprocess.pipeline import Pyramid, coarser, fill_holes, no_finer_than
+from UADContrastiveLib.preprocess.brain_mask import fill_holes
+from UADContrastiveLib.preprocess.registration import Pyramid, coarser, no_finer_than
 from UADContrastiveLib.preprocess.templates import ModelGrid, Template
 
 

@@ -166,3 +166,4 @@ def test_idle_exit_frees_the_worker():
     assert process.wait(timeout=30) == 0
     assert "no request for 0.5 s" in process.stderr.read()
     process.stdin.close()
+

@@ -1,6 +1,6 @@
 """`uadc` command line (also `python -m UADContrastiveLib`).
 
-Exit codes: 0 ok, 2 bad input or usage (message names the file and the problem),
+Exit codes (`errors`): 0 ok, 2 bad input or usage (message names the file and the problem),
 1 internal error. Each command lives in `commands/<name>.py`; heavy imports (torch,
 MONAI) happen inside the commands' `run`.
 """
@@ -17,20 +17,30 @@ import traceback
 
 from . import protocol
 from .commands import COMMANDS
-from .errors import InputError
-
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    InputError,
+    exit_code_for_signal,
+)
 
 
 def _command(name: str):
     return importlib.import_module(f"{__package__}.commands.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(process_ends_with_command: bool = False) -> argparse.ArgumentParser:
+    """process_ends_with_command: this process is `uadc` itself (run_and_exit), which ends when
+    the command does, so a command may leave out imports only later work would need; False for
+    in-process callers of main() (tests, scripts, the Slicer module's Python)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="uadc", description="Unsupervised anomaly detection in brain MRI.")
     parser.add_argument("--version", action="version", version=f"uadc {__version__}")
+    parser.set_defaults(process_ends_with_command=process_ends_with_command)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         _command(name).add_parser(sub)
@@ -40,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_on_sigterm(signum, _frame):
     """Turn SIGTERM (Cancel in Slicer, a job scheduler) into SystemExit, so every `finally`
     runs and staged outputs are removed instead of left half-written."""
-    raise SystemExit(128 + signum)
+    raise SystemExit(exit_code_for_signal(signum))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, process_ends_with_command: bool = False) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    parser = build_parser()
+    parser = build_parser(process_ends_with_command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
@@ -58,24 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _report_error(args, "interrupted; no partial outputs were left.", EXIT_INTERNAL)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader left (`uadc models list | head`): not an error of ours
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141  # what a shell reports for a process ended by SIGPIPE
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # noqa: BLE001 - the last line of defence turns a crash into exit 1
         traceback.print_exc(file=sys.stderr)
         _report_error(args, f"internal error: {error}. Please report it with the traceback above.", EXIT_INTERNAL)
         return EXIT_INTERNAL
-
-
-_AS_PROGRAM = False
-
-
-def running_as_program() -> bool:
-    """True when this process is `uadc` itself (run_and_exit), which ends when the command does;
-    False for in-process callers of main() (tests, scripts, the Slicer module's Python)."""
-    return _AS_PROGRAM
 
 
 def run_and_exit(argv: list[str] | None = None) -> None:
@@ -89,9 +90,7 @@ def run_and_exit(argv: list[str] | None = None) -> None:
     here so nothing the user should see is lost. In-process callers (tests, scripts) call main()."""
     import atexit
 
-    global _AS_PROGRAM
-    _AS_PROGRAM = True
-    code = main(argv)
+    code = main(argv, process_ends_with_command=True)
     try:
         atexit._run_exitfuncs()  # noqa: SLF001 - the handlers a normal exit would run (logging, tqdm)
         sys.stdout.flush()

@@ -41,7 +41,7 @@ class Progress:
 
     def log(self, message: str) -> None:
         if self.json_lines:
-            self(self._stage or "info", 0.0, message)
+            self(self._stage or protocol.INFO, 0.0, message)
         else:
             tqdm.write(message, file=sys.stderr)
 

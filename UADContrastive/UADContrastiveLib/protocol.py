@@ -9,7 +9,8 @@ Records: one JSON object per line on stdout,
          (inputs that could not be processed), "exit_code" (0, or 2 when any input failed)
   ERROR  a detection that could not run at all: "message", "exit_code" (2 bad input, 1 internal)
   READY  `uadc worker` is listening for requests (its first record)
-Any other stage is progress ("load model", "preprocess", ...). Lines that are not JSON
+Any other stage is progress: DETECTION_STAGES for a detection, in the order they run, and
+the stages of the other commands below. Lines that are not JSON
 objects (a library printing to stdout) carry no meaning and are skipped by readers.
 
 Worker requests: one JSON object per line on the worker's stdin,
@@ -27,8 +28,19 @@ from dataclasses import dataclass
 DONE = "done"
 ERROR = "error"
 READY = "ready"
-LOAD_MODEL = "load model"  # the stage whose records say whether the worker reused its model
+INFO = "info"  # a message given outside any stage
 REQUEST = "request"  # field of every record a worker prints for a request: the request's id
+
+# Progress stages of one detection (`uadc detect`, a worker request), in the order they run.
+LOAD_MODEL = "load model"  # also the stage whose records say whether the worker reused its model
+PREPROCESS = "preprocess"
+RECONSTRUCT = "reconstruct"
+ANOMALY_MAP = "anomaly map"
+WRITE = "write"
+DETECTION_STAGES = (LOAD_MODEL, PREPROCESS, RECONSTRUCT, ANOMALY_MAP, WRITE)
+# Progress stages of the other commands.
+EVALUATE = "evaluate"
+TEMPLATE = "template"
 
 REQUEST_ID = "id"
 REQUEST_DETECT = "detect"

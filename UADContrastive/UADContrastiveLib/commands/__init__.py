@@ -5,4 +5,5 @@
 
 `cli` builds the parser from COMMANDS and dispatches to the chosen module's `run`.
 """
-COMMANDS = ("detect", "preprocess", "train", "calibrate", "evaluate", "models", "demo", "template", "worker")
+COMMANDS = ("detect", "preprocess", "cohort", "train", "calibrate", "evaluate", "models", "demo", "template",
+            "worker")

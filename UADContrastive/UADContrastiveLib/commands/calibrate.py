@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import EXIT_OK, InputError
 
 
 def add_parser(sub) -> None:
@@ -85,4 +85,4 @@ def run(args) -> int:
     card.write()
     progress.close()
     print(json.dumps(thresholds.values, indent=2))
-    return 0
+    return EXIT_OK

@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import EXIT_OK
+
 LESION_CENTER_RAS = (24.0, 18.0, 22.0)  # mm, MNI: right frontal white matter (corona radiata)
 LESION_RADIUS_MM = 9.0
 
@@ -19,7 +21,7 @@ def demo_volume(seed: int = 7):
     """(MNI T1 with a synthetic lesion, lesion ground truth) on the MNI template's own 1 mm grid,
     as SimpleITK images."""
     # numpy and SimpleITK here, not at the top: `uadc` imports every command to build its
-    # parser, and `uadc detect` starts loading the model only after that (issue 12).
+    # parser, and `uadc detect` starts loading the model only after that.
     import numpy as np
     import SimpleITK as sitk
 
@@ -95,4 +97,4 @@ def run(args) -> int:
     print(f"  outputs         : {out_root / 'mni152_demo'} "
           f"({names.HEALTHY}, {names.ANOMALY_MAP}, {names.SEGMENTATION}, {names.OVERVIEW})")
     print(f"  time            : {summary['seconds']} s on {detector.device}")
-    return 0
+    return EXIT_OK

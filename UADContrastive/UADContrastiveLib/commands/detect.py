@@ -2,14 +2,13 @@
 DIR/<stem>/ (names in outputs.names), plus a run summary. Several inputs share one loaded model."""
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
 
 from .. import protocol
-from ..errors import InputError
-
-EXIT_SOME_FAILED = 2  # the CLI's exit code for bad input: some inputs could not be processed
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 
 
 def add_parser(sub) -> None:
@@ -64,20 +63,14 @@ def load_detector(model, device: str, progress, lean_imports: bool = False, over
     return detector
 
 
-def _load_for_this_run(model, device: str, progress, overview: bool = True):
-    """The command's own model load: lean imports when this process is `uadc` itself, which ends
-    when the command does (an in-process caller of cli.main may need the rest of MONAI later)."""
-    from ..cli import running_as_program
-
-    return load_detector(model, device, progress, lean_imports=running_as_program(), overview=overview)
-
-
-def run(args, progress=None, detector_source=_load_for_this_run) -> int:
+def run(args, progress=None, detector_source=None) -> int:
     """`progress` and `detector_source(model, device, progress, overview=...)` are given by `uadc worker`, which
     keeps its model loaded between requests; the command itself reports to stdout/stderr and
-    loads the model for this run."""
+    loads the model for this run, with lean imports when the process ends with the command
+    (`args.process_ends_with_command`, set by the cli: an in-process caller of cli.main may
+    need the rest of MONAI later)."""
+    from ..io import volume_stem
     from ..outputs.folders import check_output_root
-    from ..outputs.names import volume_stem
     from ..progress import Progress
 
     # Only standard-library modules until the model load has started: the checks below need no
@@ -94,6 +87,9 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
         if not args.overwrite and (out_root / stem).exists() and any((out_root / stem).iterdir()):
             raise InputError(out_root / stem, "already holds results.",
                              "Pass --overwrite to replace them, or choose another --out-dir.")
+    if detector_source is None:
+        detector_source = functools.partial(
+            load_detector, lean_imports=getattr(args, "process_ends_with_command", False))
     detector = detector_source(args.model, args.device, progress, overview=not args.no_overview)
     from ..detection.detector import ModelLoadError
     from ..io import read_mask, read_volume
@@ -111,7 +107,7 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
                                      args.samples if args.uncertainty else 0, staged, source=path)
             for warning in detection.quality["warnings"]:
                 progress.log(f"uadc: warning: {path}: {warning}")
-            staged("write", 0.0)
+            staged(protocol.WRITE, 0.0)
             with staged_folder(out_root / stem, args.overwrite) as folder:
                 report = write_detection(detection, folder, detector, path, overview=not args.no_overview)
             entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),
@@ -128,11 +124,11 @@ def run(args, progress=None, detector_source=_load_for_this_run) -> int:
     if args.json_progress:
         progress(protocol.DONE, 1.0, f"{len(entries) - failed} of {len(entries)} done",
                  outputs={e["input"]: e.get("output") for e in entries}, failed=failed,
-                 exit_code=EXIT_SOME_FAILED if failed else 0)
+                 exit_code=EXIT_BAD_INPUT if failed else EXIT_OK)
     progress.close()
     for entry in entries:
         if entry["status"] == "ok":
             print(f"{entry['input']}: {entry['components']} anomalous region(s), "
                   f"{entry['anomalous_volume_ml']:.2f} mL -> {entry['output']}", file=sys.stderr)
             print("\n".join(f"  {line}" for line in tables[entry["input"]].splitlines()), file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else 0
+    return EXIT_BAD_INPUT if failed else EXIT_OK

@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from .. import protocol
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 from .detect import parse_threshold
 
 
@@ -56,7 +57,7 @@ def evaluate_cases(detector, cases: list[dict], dataset: str, threshold: float |
 
         def report(_stage, fraction, _message="", done=index, name=case["id"]):
             if progress:
-                progress("evaluate", (done + fraction) / len(cases), name)
+                progress(protocol.EVALUATE, (done + fraction) / len(cases), name)
 
         try:
             detection = detector.run(image, brain_mask, threshold, min_size, progress=report,
@@ -95,7 +96,7 @@ def run(args) -> int:
                               log=progress.log)
         progress.close()
         print((Path(result["out_dir"]) / "table.md").read_text(encoding="utf-8"))
-        return 0
+        return EXIT_OK
     cases = read_cases_csv(Path(args.cases))
     out_dir = check_output_root(Path(args.out_dir))
     detector = Detector(args.model, args.device)
@@ -108,4 +109,4 @@ def run(args) -> int:
     if rows:
         write_evaluation_report(rows, out_dir, args.title, notes)
         print(f"wrote metrics.csv, metrics.json, report.md to {out_dir}")
-    return 2 if failures else 0
+    return EXIT_BAD_INPUT if failures else EXIT_OK

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..errors import EXIT_OK
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list, inspect, verify or import models")
@@ -40,19 +42,19 @@ def run(args) -> int:
             print("No models installed.")
         for model in models:
             print(_describe(ModelCard.read(model["path"])))
-        return 0
+        return EXIT_OK
     if args.models_command == "info":
         print(json.dumps(ModelCard.read(resolve_model(args.name)).to_dict(), indent=2))
-        return 0
+        return EXIT_OK
     if args.models_command == "verify":
         model_dir = resolve_model(args.model)
         verify_model(model_dir)
         print(f"{model_dir}: every file matches its sha256 in model.json")
-        return 0
+        return EXIT_OK
     if args.models_command == "import":
         print(f"imported into {import_model(args.source)}")
-        return 0
+        return EXIT_OK
     if args.models_command == "download":
         print(f"downloaded into {download_model(args.url, args.sha256)}")
-        return 0
+        return EXIT_OK
     raise AssertionError(args.models_command)

@@ -5,7 +5,8 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from .. import protocol
+from ..errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 
 
 def add_parser(sub) -> None:
@@ -36,7 +37,7 @@ def run(args) -> int:
     entries, failed = [], 0
     for index, path in enumerate(args.inputs):
         stem = volume_stem(path)
-        progress("preprocess", index / len(args.inputs), stem)
+        progress(protocol.PREPROCESS, index / len(args.inputs), stem)
         try:
             start = time.perf_counter()
             image = read_volume(path)
@@ -53,7 +54,7 @@ def run(args) -> int:
             failed += 1
             entries.append({"input": str(path), "status": "error", "error": str(error)})
             progress.log(f"uadc: error: {error}")
-    progress("done", 1.0, f"{len(entries) - failed} of {len(entries)} preprocessed")
+    progress(protocol.DONE, 1.0, f"{len(entries) - failed} of {len(entries)} preprocessed")
     progress.close()
     write_run_summary(out_root, "preprocess", entries)
-    return 2 if failed else 0
+    return EXIT_BAD_INPUT if failed else EXIT_OK

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import EXIT_OK
+
 MODALITIES = ("T1", "T1c", "T2", "FLAIR", "PD", "DWI", "other")
 STATE_RECIPE = "recipe.yaml"  # the full recipe of a training-state folder, so --resume DIR needs no --config
 
@@ -163,4 +165,4 @@ def run(args) -> int:
         summary["next"] = f"uadc models verify --model {args.out} && uadc models import {args.out}"
     if main_process:
         print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return EXIT_OK

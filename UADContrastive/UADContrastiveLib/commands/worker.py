@@ -19,9 +19,7 @@ import threading
 import traceback
 
 from .. import protocol
-from ..errors import InputError, ModelError
-
-EXIT_BAD_INPUT, EXIT_INTERNAL = 2, 1
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, ModelError
 
 
 def add_parser(sub) -> None:
@@ -167,9 +165,9 @@ def run(args) -> int:
                 line = lines.get(timeout=args.idle_exit)
             except queue.Empty:
                 print(f"uadc worker: no request for {args.idle_exit:g} s; exiting.", file=sys.stderr)
-                return 0
+                return EXIT_OK
             if line is None:
-                return 0
+                return EXIT_OK
             try:
                 request = protocol.parse_request(line)
             except protocol.RequestError as error:
@@ -177,7 +175,7 @@ def run(args) -> int:
                                             **{protocol.REQUEST: error.request_id}))
                 continue
             if request.quit:
-                return 0
+                return EXIT_OK
             serve(request, model)
     except BrokenPipeError:
         # The reader went away (Slicer quit or crashed): nothing to answer to. Point stdout at

@@ -1,8 +1,6 @@
 """Case lists for `uadc evaluate` on the shared data (maintainers' tool).
 
-    python -m UADContrastiveLib.evaluation.sets --data ../shared/data --out DIR
-
-writes DIR/<set>.csv for:
+write_evaluation_sets(data, out) writes out/<set>.csv for:
   ixi_synthetic  validation IXI T1 heads with 1-3 synthetic lesions each (T1, synthetic),
   ixi_healthy    the same subjects untouched (T1, no lesions: false-positive rate),
   wml10_t1       the ten WML T1 scans (T1, real white-matter lesions, subtle on T1),
@@ -11,7 +9,6 @@ Synthetic images and empty masks are written under DIR (never into the repositor
 """
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import SimpleITK as sitk
 
 from ..datasets import brats_cases, ixi_subjects, split, wml_cases
 from ..io import image_like, read_mask, read_volume, write_volume
-from ..preprocess.pipeline import normalise_intensity
+from ..preprocess.intensity import normalise_intensity
 from ..training.corruptions import insert_synthetic_lesions
 
 NOTES = {
@@ -98,18 +95,3 @@ def real_lesion_sets(data: Path, out: Path) -> dict[str, Path]:
         paths[name] = Path(out) / f"{name}.csv"
         write_cases_csv(paths[name], rows)
     return paths
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--limit", type=int, default=None)
-    args = parser.parse_args(argv)
-    for name, path in write_evaluation_sets(args.data, args.out, args.limit).items():
-        print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

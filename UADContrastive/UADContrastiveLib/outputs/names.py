@@ -1,11 +1,7 @@
-"""Output file names of one detection (DIR/<stem>/...): the CLI writes them, the Slicer
-module reads and exports them. Standard library only (so `uadc detect` checks its output
-folders before importing numpy and SimpleITK)."""
+"""Output file names of one detection (DIR/<stem>/...; the stem is io.volume_stem of the input):
+the CLI writes them, the Slicer module reads and exports them. Standard library only (so
+`uadc detect` checks its output folders before importing numpy and SimpleITK)."""
 from __future__ import annotations
-
-from pathlib import Path
-
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd", ".dcm")
 
 HEALTHY = "healthy.nii.gz"              # healthy reconstruction, float32, input grid
 ANOMALY_MAP = "anomaly_map.nii.gz"      # float32 anomaly score, 0 outside the brain
@@ -16,14 +12,3 @@ ANATOMY = "anatomy_labels.nii.gz"       # uint16 DLMUSE labels of the template's
 UNCERTAINTY = "uncertainty.nii.gz"      # only with --uncertainty
 REPORT = "report.json"
 OVERVIEW = "overview.png"
-
-
-def volume_stem(path: str | Path) -> str:
-    """Name without image extension (`t1` for `t1.nii.gz`); a DICOM folder's own name: the
-    <stem> of an input's output folder."""
-    path = Path(path)
-    name = path.name
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem if path.is_file() else name

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..resources import TEMPLATES
+from .registration import Pyramid
 
 HEAD_FILE = "ixi_head_2mm.nii.gz"
 BRAIN_PROBABILITY_FILE = "ixi_brain_probability_2mm.nii.gz"
@@ -83,10 +84,8 @@ class Template:
         return self.cached("brain", lambda: sitk.Mask(self.head, sitk.Cast(self.brain_probability > 0.5,
                                                                              sitk.sitkUInt8)))
 
-    def pyramid(self, which: str):
-        """The registration pyramid (preprocess.pipeline.Pyramid) of the "head" or the "brain"."""
-        from .pipeline import Pyramid
-
+    def pyramid(self, which: str) -> Pyramid:
+        """The registration pyramid of the "head" or the "brain"."""
         return self.cached(f"pyramid {which}", lambda: Pyramid(self.head if which == "head" else self.brain))
 
     def on_grid(self, grid: ModelGrid) -> Template:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..preprocess.intensity import INTENSITY_RANGE
+
 
 class Augment:
     """MONAI intensity augmentation of single slices, inside the brain; state can be saved."""
@@ -33,7 +35,7 @@ class Augment:
                 x = transform(x)
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32) if not torch.is_tensor(x) else x
             out.append(x.as_tensor() if hasattr(x, "as_tensor") else x)
-        return (torch.stack(out).float().clamp(0.0, 1.5) * (brains > 0)).contiguous()
+        return (torch.stack(out).float().clamp(*INTENSITY_RANGE) * (brains > 0)).contiguous()
 
     def state(self) -> list:
         return [t.R.get_state() for t in self.transforms]

@@ -1,4 +1,4 @@
-"""A training cohort: the healthy scans `uadc train --data PATH` (and `uadc calibrate`) are given.
+"""A training cohort: the healthy scans `uadc train --data PATH` (`uadc cohort`, `uadc calibrate`) are given.
 
 PATH may be
   - the IXI layout of ../shared/data (`images/*_T1.nii.gz`): the shipped models' data; brain
@@ -15,7 +15,6 @@ the split written in the model card; the split is by subject (datasets.split).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import re
@@ -239,24 +238,3 @@ def prepare_cohort(config: dict, data_root: str | Path | None, dist_=None, say=_
 def _relative(path: Path, root: Path) -> str:
     base = root.parent if root.is_file() else root
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-
-
-def main(argv=None) -> int:
-    """Build a cohort's slice cache ahead of training (run it in the background)."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--data", required=True, type=Path, help="folder of scans, CSV, or the IXI folder")
-    parser.add_argument("--cache", type=Path, default=None, help="cache root (default: the user cache)")
-    parser.add_argument("--modality", default="T1")
-    args = parser.parse_args(argv)
-    try:
-        prepared = prepare_cohort({"cache_dir": args.cache, "modality": args.modality}, args.data)
-    except InputError as error:
-        _say(f"error: {error}")
-        return 2
-    _say(f"{len(prepared.train_ids)} training and {len(prepared.val_ids)} validation scans cached in "
-         f"{prepared.cache_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ and template it was made from: an entry whose fingerprint differs is rebuilt, so
 read each other's volumes. The cache root is `~/.cache/uadcontrastive/slices-detection-path`
 (UADC_SLICE_CACHE or the config's `cache_dir` override it); training.cohort gives each cohort
 its own folder in it. Build one ahead of training with
-    python -m UADContrastiveLib.training.cohort --data PATH [--modality T1]
+    uadc cohort --data PATH [--modality T1]
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 For every axial slice holding brain: the encoder maps the (possibly anomalous) slice to a
 latent that, by contrastive training, ignores anomaly-like content; the slice is noised
 to each t in the card's `inference.timesteps` (the paper's 250, 500, 750 when the card
-gives none; the shipped card uses 500, 750, 900) and the UNet, conditioned on the latent,
+gives none; a shipped card names its own) and the UNet, conditioned on the latent,
 predicts the clean slice x0 in one pass (or with `ddim_steps` deterministic DDIM steps
 from t down to 0). The predictions are averaged: that is the healthy reconstruction.
 Noise comes from a seeded torch.Generator on the CPU, so results are reproducible and
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...preprocess.intensity import INTENSITY_RANGE
 from ..base import Engine, ReconstructionProgress, inference_autocast
 from ..base import load_weights as _load_state
 from .diffusion import (
@@ -82,7 +83,7 @@ class ContrastiveDiffusionEngine(Engine):
     @torch.inference_mode()
     def reconstruct_slices(self, slices: torch.Tensor, generator: torch.Generator,
                            progress=None, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, H, W) slices in [0, 1.5] -> (N, 1, H, W) reconstructions (same scale).
+        """(N, 1, H, W) slices in INTENSITY_RANGE -> (N, 1, H, W) reconstructions (same scale).
 
         condition: slices whose encoder latent conditions the reconstruction (default: the
         slices themselves); another subject's slices give the latent-swap test."""
@@ -111,7 +112,7 @@ class ContrastiveDiffusionEngine(Engine):
                     done += 1
                     if progress:
                         progress(done / total)
-            out[start:start + len(x)] = from_model(acc / len(timesteps)).clamp(0.0, 1.5).to(out.device)
+            out[start:start + len(x)] = from_model(acc / len(timesteps)).clamp(*INTENSITY_RANGE).to(out.device)
         return out
 
     def _denoise_patched(self, x0: torch.Tensor, x_t: torch.Tensor, t: int, latent: torch.Tensor | None,

@@ -22,7 +22,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
                        device: torch.device, wall_seconds: float, extra: dict | None = None,
                        cohort: dict | None = None) -> Path:
     """State-dict-only weight files + model.json with their sha256 (written last, atomically)."""
-    from ...preprocess.pipeline import INTENSITY_CLIP, INTENSITY_PERCENTILES
+    from ...preprocess.intensity import INTENSITY_PERCENTILES, INTENSITY_RANGE
     from ...preprocess.templates import SHIPPED_TEMPLATE, ModelGrid, load_template
 
     out_dir = Path(out_dir)
@@ -50,7 +50,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         modality=modality,
         template=SHIPPED_TEMPLATE,
         model_grid=grid,
-        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_CLIP),
+        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
                        "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
                        "training_brain_mask": "template brain mask through the detection path (slice cache)"},
         network=result["network"],

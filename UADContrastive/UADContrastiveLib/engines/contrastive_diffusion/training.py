@@ -25,14 +25,27 @@ def train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage
     """Train `stage` ("encoder", "diffusion" or "all"); the diffusion stage writes the model folder.
 
     Returns a summary dict (steps, minutes, validation MAE, model folder)."""
+    # On the CPU, near-zero activations outside the brain otherwise fall into slow denormal
+    # arithmetic. The setting is process-wide, so it is undone for an in-process caller (tests,
+    # Slicer's Python), whose later float arithmetic must not change.
+    on_cpu = resolve_device(device).type == "cpu"
+    if on_cpu:
+        torch.set_flush_denormal(True)
+    try:
+        return _train(config, data_root, out_dir, stage, resume, device, progress)
+    finally:
+        if on_cpu:
+            torch.set_flush_denormal(False)
+
+
+def _train(config: dict, data_root: str | Path | None, out_dir: str | Path, stage: str, resume: bool,
+           device: str, progress: Callable[[float], None] | None) -> dict:
     if stage not in ("encoder", "diffusion", "all"):
         raise ValueError(f"stage must be encoder, diffusion or all, not {stage!r}")
     started = time.perf_counter()
     dist_ = Dist(resolve_device(device))
     if dist_.device.type == "cpu":
         torch.set_num_threads(int(config.get("threads") or min(2, os.cpu_count() or 1)))
-        # near-zero activations outside the brain otherwise fall into slow denormal arithmetic
-        torch.set_flush_denormal(True)
     out_dir = Path(out_dir)
     cohort = prepare_cohort(config, data_root, dist_)
     config = {**config, "cache_dir": str(cohort.cache_dir) if cohort.cache_dir else None}

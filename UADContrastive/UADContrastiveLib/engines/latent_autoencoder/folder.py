@@ -21,7 +21,7 @@ def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict,
                               validation: dict, description: str) -> Path:
     """Weights + card of `engine` (engine.name, engine.network, engine.inference) in `out_dir`."""
     from ...postprocess.filtering import PostprocessConfig
-    from ...preprocess.pipeline import INTENSITY_CLIP, INTENSITY_PERCENTILES
+    from ...preprocess.intensity import INTENSITY_PERCENTILES, INTENSITY_RANGE
     from ...preprocess.templates import SHIPPED_TEMPLATE, ModelGrid, load_template
 
     out_dir = Path(out_dir)
@@ -40,7 +40,7 @@ def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict,
     card = ModelCard(
         folder=out_dir, name=str(config.get("name") or out_dir.name), version=str(config.get("version", "0.1.0")),
         engine=engine.name, modality=modality, template=SHIPPED_TEMPLATE, model_grid=grid,
-        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_CLIP),
+        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
                        "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
                        "training_brain_mask": "template brain mask through the detection path (slice cache)"},
         network=engine.network, inference=engine.inference,

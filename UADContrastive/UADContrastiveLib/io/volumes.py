@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .outputs.names import IMAGE_EXTENSIONS, volume_stem  # noqa: F401 - io is where callers look for them
+from ..errors import InputError
 
 # Refuse a header whose voxel data would need more than this share of free memory.
 MAX_MEMORY_SHARE = 0.5
