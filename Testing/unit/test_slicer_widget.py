@@ -47,10 +47,8 @@ class ReplayLogic:
         self.scale = scale  # map values of the next run (tells runs apart)
         self.runs = []
 
-    def deviceChoices(self):
-        from UADContrastiveSlicerLib import options
-
-        return options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+    def startDeviceProbe(self):
+        return answered_probe()
 
     def startDetection(self, inputVolume, model, device):
         import SimpleITK as sitk
@@ -81,6 +79,14 @@ class ReplayLogic:
 
     def showResults(self, results, opacity):
         self.shown = results
+
+
+def answered_probe(record=None):
+    """A device probe that has answered already (the real one runs a child Python)."""
+    from UADContrastiveSlicerLib import options
+
+    choices = options.device_choices_from_probe(record or {"torch": "2.9.0", "cuda": False})
+    return types.SimpleNamespace(poll=lambda: choices, cancel=lambda: None)
 
 
 def feed(run, count):
@@ -120,12 +126,13 @@ def widget_env(monkeypatch, make_logic):
         monkeypatch.setattr(module.options, "model_choices",
                             lambda: [module.options.ModelChoice("tiny-test", "tiny-test (T1)", {})])
         logic = make_logic(module)
-        widget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
-        widget.setup()
-        widget.enter()
-        yield types.SimpleNamespace(slicer=slicer, scene=scene, module=module, widget=widget, logic=logic,
-                                    ui=widget.ui, errors=errors)
-        widget.cleanup()
+        moduleWidget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
+        moduleWidget.setup()
+        moduleWidget.enter()
+        panel = moduleWidget.panel
+        yield types.SimpleNamespace(slicer=slicer, scene=scene, module=module, moduleWidget=moduleWidget,
+                                    widget=panel, logic=logic, ui=panel.ui, errors=errors)
+        moduleWidget.cleanup()
 
 
 def add_volume(env, name, offset=0.0):
@@ -291,17 +298,20 @@ def test_on_reload_reloads_the_helpers_then_the_module(env, monkeypatch):
     import UADContrastiveSlicerLib.stages as stages
 
     before = stages.StageProgress
-    env.widget.onReload()
+    env.moduleWidget.onReload()
     assert reloaded == ["UADContrastive"]
     assert sys.modules["UADContrastiveSlicerLib.stages"].StageProgress is not before
 
 
-def test_self_test_needs_no_torch_model_or_network(env, monkeypatch):
+def test_self_test_needs_no_torch_model_or_network_and_reports_a_skip_as_a_skip(env, monkeypatch):
+    import unittest
+
     case = env.module.UADContrastiveTest()
     shown = []
     monkeypatch.setattr(case, "delayDisplay", lambda message, *args, **kwargs: shown.append(message))
     monkeypatch.setattr(env.module.options, "model_choices", lambda: [])
-    case.runTest()
+    with pytest.raises(unittest.SkipTest, match="detection not tested: no model installed"):
+        case.runTest()
     assert "Results without a model: passed" in shown
     assert any(message.startswith("Detection test skipped: no model installed") for message in shown)
 
@@ -322,11 +332,16 @@ with pytest.MonkeyPatch.context() as monkeypatch:
     module = standins.load_module_file(monkeypatch, __import__("pathlib").Path({module_file!r}))
     widget = module.UADContrastiveWidget(standins.qMRMLWidget())
     widget.setup()
-    widget.enter()  # the real logic: probes the devices
-    labels = [widget.ui.deviceComboBox._items[i][0] for i in range(widget.ui.deviceComboBox.count())]
+    widget.enter()  # the real logic: probes the devices in a child Python
+    import time
+    while widget.panel._probe is not None:  # what Slicer's event loop does: the poll timer ticks
+        widget.panel._pollTimer.fire()
+        time.sleep(0.05)
+    combo = widget.panel.ui.deviceComboBox
+    labels = [combo._items[i][0] for i in range(combo.count())]
     print("TORCH_IN_GUI_PROCESS", "torch" in sys.modules)
     print("DEVICES", labels)
-    print("WAIT_CURSOR", len(slicer.app.override_cursors))
+    widget.cleanup()
 """
 
 
@@ -341,7 +356,58 @@ def test_entering_the_module_probes_devices_without_importing_torch():
     assert "TORCH_IN_GUI_PROCESS False" in result.stdout
     devices = next(line for line in result.stdout.splitlines() if line.startswith("DEVICES"))
     assert "Auto (" in devices and "CPU" in devices and "not installed" not in devices  # torch answered
-    assert "WAIT_CURSOR 1" in result.stdout
+    assert "checking" not in devices
+
+
+RELEASE_AND_ANSWER = """
+import json, os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+print(json.dumps({"torch": "2.9.0", "cuda": True, "gpu": "Test GPU", "gpu_memory_gb": 8.0}), flush=True)
+"""
+
+
+def test_the_device_probe_never_blocks_the_widget(env, monkeypatch, tmp_path):
+    """The probe's child answers only once the test releases it, i.e. after enter() returned:
+    enter() cannot have waited for it."""
+    from UADContrastiveSlicerLib.device_probe import DeviceProbe
+
+    release = tmp_path / "release"
+    probes = []
+
+    def start_probe():
+        probe = DeviceProbe(command=[sys.executable, "-c", RELEASE_AND_ANSWER, str(release)])
+        probe.start()
+        probes.append(probe)
+        return probe
+
+    env.widget._deviceChoices = []  # as on the first visit of the module
+    monkeypatch.setattr(env.logic, "startDeviceProbe", start_probe)
+    env.widget.enter()
+    combo = env.ui.deviceComboBox
+    assert len(probes) == 1 and probes[0].process.poll() is None  # the child still waits
+    assert combo.currentText == "Auto (checking devices...)" and env.widget._pollTimer.isActive()
+    env.widget._pollTimer.fire()
+    assert combo.currentText == "Auto (checking devices...)"  # a tick does not wait either
+
+    release.touch()
+    run_until(env, lambda: env.widget._probe is None)
+    assert [combo._items[i][0] for i in range(combo.count())] == [
+        "Auto (GPU: Test GPU, 8.0 GB)", "GPU: Test GPU, 8.0 GB", "CPU"]
+    assert env.ui.cpuWarningLabel.text == ""  # a GPU: no CPU warning
+    env.widget.enter()
+    assert len(probes) == 1  # asked once per session
+
+
+def run_until(env, condition, timeout=60.0):
+    """Let the poll timer tick, as Slicer's event loop would, until `condition()`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        env.widget._pollTimer.fire()
+        time.sleep(0.02)
 
 
 def test_an_output_node_picked_by_the_user_is_kept_across_module_visits(env):
@@ -377,10 +443,12 @@ def worker_env(monkeypatch):
     """The module's real logic (input written, results loaded), its warm worker running the
     protocol stand-in instead of `uadc worker` (no torch, no model)."""
     def real_logic(module):
-        monkeypatch.setattr(module.warm_worker, "worker_command",
+        from UADContrastiveSlicerLib import warm_worker
+
+        monkeypatch.setattr(warm_worker, "worker_command",
                             lambda *args, **kwargs: [sys.executable, str(FAKE_WORKER)])
         logic = module.UADContrastiveLogic()
-        logic.deviceChoices = lambda: module.options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+        logic.startDeviceProbe = answered_probe
         logic.showResults = lambda results, opacity: None  # the layout needs Slicer's views
         return logic
 
