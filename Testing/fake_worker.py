@@ -76,7 +76,7 @@ def main():
     mode = os.environ.get("FAKE_WORKER_MODE", "")
     if mode == "die":
         sys.exit("ModuleNotFoundError: No module named 'torch'")
-    emit(stage="ready", fraction=0.0, message="fake worker ready", pid=os.getpid(), cwd=os.getcwd())
+    emit(stage="ready", fraction=0.0, message="fake worker ready", pid=os.getpid())
     if mode == "leave":
         return
     for line in iter(sys.stdin.readline, ""):
