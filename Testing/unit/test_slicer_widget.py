@@ -748,3 +748,67 @@ def test_an_install_without_network_says_so_and_raises_nothing(install_env):
     assert len(env.errors) == 1 and "could not be downloaded" in env.errors[0] and "monai==1.6.1" in env.errors[0]
     assert "--no-index" in env.errors[0]
     assert not env.logic.runs and env.ui.detectButton.text == "Detect anomalies"
+
+
+def test_run_detection_blocking_loads_the_results_and_raises_a_failure(worker_env):
+    env = worker_env
+    volume = add_volume(env, "T1")
+    logic = env.logic
+    p = logic.getParameterNode()
+    p.inputVolume, p.model, p.device = volume, "tiny-test", "cpu"
+    results = logic.runDetectionBlocking(p, timeoutSeconds=120)
+    from UADContrastiveSlicerLib import segments
+
+    assert segments.segment_voxel_count(results.segmentation_node) == 27
+    assert p.anomalyMapVolume is results.map_node and p.threshold == 0.5  # the report's defaults
+    assert results.map_node.GetAttribute("UADContrastive.Report")
+
+    p.model = "bad-input"
+    with pytest.raises(RuntimeError, match="not a 3D volume"):
+        logic.runDetectionBlocking(p, timeoutSeconds=120)
+    assert p.anomalyMapVolume is results.map_node  # a failed run changes nothing
+
+
+def test_a_successful_runs_messages_go_to_slicers_log(worker_env, caplog):
+    env = worker_env
+    add_volume(env, "T1")
+    env.widget.enter()
+    with caplog.at_level("INFO"):
+        env.ui.detectButton.click()
+        run_until_done(env)
+    assert any("the detection's messages" in r.getMessage() and "fake worker: request 1" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_real_uadc_worker_and_leaves_the_scene_unchanged(monkeypatch, tiny_model, shared_data):
+    """The module's own logic and the real `uadc worker` (the tiny test model) on a real head."""
+    import SimpleITK as sitk
+    from process_checks import wait_until_gone
+
+    def real_logic(module):
+        logic = module.UADContrastiveLogic()
+        logic.startDeviceProbe = answered_probe
+        return logic
+
+    head = sorted((shared_data / "ixi_t1" / "images").iterdir())[0]
+    for env in widget_env(monkeypatch, real_logic):
+        from UADContrastiveSlicerLib import geometry
+
+        volume = env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "IXI head")
+        geometry.update_volume_from_sitk(volume, sitk.ReadImage(str(head)))
+        env.widget.enter()
+        p = env.widget._parameterNode
+        p.inputVolume, p.model, p.device = volume, str(tiny_model), "cpu"
+        nodes_before = env.scene.GetNumberOfNodes()
+        env.ui.detectButton.click()
+        run = env.widget._run
+        poll_until_acknowledged(env, run, timeout=600)  # the worker took the request: it is working
+        worker = env.logic._worker
+        assert "worker" in worker.command and worker.alive
+        pid = worker.process.pid
+        env.ui.detectButton.click()  # Cancel
+        assert wait_until_gone([pid], timeout=30)
+        assert env.widget._run is None and "Cancelled" in env.ui.stageLabel.text and not env.errors
+        assert not run.work_dir.exists() and env.scene.GetNumberOfNodes() == nodes_before
+        assert p.anomalyMapVolume is None and env.ui.detectButton.text == "Detect anomalies"
