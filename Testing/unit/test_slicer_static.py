@@ -267,3 +267,24 @@ def test_module_file_loads_without_heavy_imports():
         assert typing.get_args(threshold)[0] is float
     """)
     assert not any(loaded.values()), loaded
+
+
+def test_extension_metadata_urls_are_files_of_this_repository():
+    """The Extensions Index refuses empty or placeholder URLs: the icon and screenshot URLs
+    name files that exist here, and the README says where the home page is."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    variables = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', text))
+
+    def expand(value):
+        return re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], value)
+
+    files_url = expand(variables["EXTENSION_FILES_URL"])
+    assert files_url.startswith("https://raw.githubusercontent.com/")
+    for name in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = expand(variables[name])
+        assert url.startswith(files_url + "/"), (name, url)
+        assert (REPO / url[len(files_url) + 1:]).is_file(), (name, url)
+    homepage = expand(variables["EXTENSION_HOMEPAGE"])
+    assert homepage.startswith("https://github.com/") and "placeholder" not in homepage
+    assert variables["EXTENSION_REPOSITORY"] in (REPO / "README.md").read_text(encoding="utf-8")
+    assert "![Overview](Resources/Screenshot.png)" in (REPO / "README.md").read_text(encoding="utf-8")
