@@ -192,6 +192,49 @@ class QProgressBar(QWidget):
         return self._value
 
 
+class QTableWidgetItem:
+    def __init__(self, text=""):
+        self._text = str(text)
+
+    def text(self):
+        return self._text
+
+
+class QTableWidget(QWidget):
+    SIGNALS = ("cellClicked",)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rows, self._columns, self._items, self.headers = 0, 0, {}, []
+
+    def setColumnCount(self, count):
+        self._columns = int(count)
+
+    def columnCount(self):
+        return self._columns
+
+    def setHorizontalHeaderLabels(self, labels):
+        self.headers = list(labels)
+
+    def setRowCount(self, count):
+        self._rows = int(count)
+        self._items = {key: item for key, item in self._items.items() if key[0] < self._rows}
+
+    def rowCount(self):
+        return self._rows
+
+    def setItem(self, row, column, item):
+        assert 0 <= row < self._rows and 0 <= column < self._columns, (row, column)
+        self._items[(row, column)] = item
+
+    def item(self, row, column):
+        return self._items.get((row, column))
+
+    def click(self, row, column=0):
+        """Test helper: the user clicks a cell."""
+        self._emit("cellClicked", row, column)
+
+
 class _Item:
     def __init__(self):
         self.enabled = True
@@ -400,7 +443,8 @@ def _ctk_module():
 def _qt_module():
     qt = types.ModuleType("qt")
     for klass in (QObject, QWidget, QLabel, QPushButton, QCheckBox, QLineEdit, QTextEdit, QProgressBar,
-                  QComboBox, QSpinBox, QDoubleSpinBox, QSlider, QColor, QTimer, QVBoxLayout, QSettings, QIcon):
+                  QComboBox, QSpinBox, QDoubleSpinBox, QSlider, QColor, QTimer, QVBoxLayout, QSettings, QIcon,
+                  QTableWidget, QTableWidgetItem):
         setattr(qt, klass.__name__, klass)
     qt.QFormLayout = QVBoxLayout
     qt.QDesktopServices = types.SimpleNamespace(openUrl=lambda url: True)
@@ -445,6 +489,7 @@ class qMRMLNodeComboBox(QWidget):
         nodes = []
         for node_type in self.nodeTypes:
             collection = self.mrmlScene.GetNodesByClass(node_type)
+            collection.UnRegister(self.mrmlScene)  # the caller owns the collection (see nodes.py)
             for index in range(collection.GetNumberOfItems()):
                 node = collection.GetItemAsObject(index)
                 if node.GetID() not in hidden and node not in nodes:
@@ -474,6 +519,7 @@ class qMRMLWidget(QWidget):
 UI_CLASSES = {
     "QLabel": QLabel, "QPushButton": QPushButton, "QComboBox": QComboBox, "QProgressBar": QProgressBar,
     "QCheckBox": QCheckBox, "QLineEdit": QLineEdit, "QSpinBox": QSpinBox, "QDoubleSpinBox": QDoubleSpinBox,
+    "QTableWidget": QTableWidget,
     "ctkSliderWidget": ctkSliderWidget, "ctkCollapsibleButton": ctkCollapsibleButton,
     "qMRMLNodeComboBox": qMRMLNodeComboBox, "qMRMLWidget": qMRMLWidget,
 }
@@ -605,7 +651,7 @@ class _App(QObject):
 # Modules that install() and load_module_file() put in place; anything else imported
 # meanwhile (numpy submodules, ...) stays, as C extensions cannot be imported twice.
 PLACED_MODULES = ("qt", "ctk", "slicer.i18n", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule",
-                  "UADContrastive")
+                  "UADContrastive", "UADContrastiveSlicerLib")
 
 
 class isolated_modules:

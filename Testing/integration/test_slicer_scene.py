@@ -255,7 +255,8 @@ def test_exported_seg_nrrd_reads_back_with_identical_geometry(scene, input_node,
     results.update_segment_from_map(1.5, 0.0)
     written = results.export(tmp_path / "export", threshold=1.5, min_size_mm3=0.0)
     names = {p.name for p in written}
-    assert names == {"anomaly.seg.nrrd", "anomaly_mask.nii.gz", "anomaly_map.nii.gz", "healthy.nii.gz", "report.json"}
+    assert names == {"anomaly.seg.nrrd", "anomaly_mask.nii.gz", "anomaly_map.nii.gz", "healthy.nii.gz", "report.json",
+                     "findings.csv"}
 
     seg = slicerio.read_segmentation(str(tmp_path / "export" / "anomaly.seg.nrrd"))
     input_image = geometry.sitk_from_volume(input_node)
@@ -318,3 +319,133 @@ def test_write_input_volume_does_not_touch_the_scene(scene, input_node, tmp_path
     image = sitk.ReadImage(str(path))
     assert np.array_equal(sitk.GetArrayFromImage(image), geometry.array_from_volume(input_node))
     np.testing.assert_allclose(image.GetOrigin(), ORIGIN, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- findings
+@pytest.fixture()
+def findings_core(monkeypatch):
+    """The core's describe_regions replaced by the contract-shaped stand-in."""
+    sys.path.insert(0, str(REPO / "Testing"))
+    import slicer_findings
+    from UADContrastiveSlicerLib import core
+
+    slicer_findings.CALLS.clear()
+    monkeypatch.setattr(core, "region_describer", lambda: slicer_findings.describe_regions)
+    return slicer_findings
+
+
+def blob_centre_ras(input_node, k, j, i) -> np.ndarray:
+    return (geometry.ijk_to_ras_of(input_node) @ np.array([i, j, k, 1.0]))[:3]
+
+
+def write_anatomy(folder: Path, value: int) -> None:
+    sitk.WriteImage(make_image(np.full(SHAPE_KJI, value, np.uint16)), str(folder / scene_logic.ANATOMY_LABELS_FILE))
+
+
+def test_findings_follow_the_threshold_with_the_inputs_geometry_and_anatomy(scene, input_node, tmp_path,
+                                                                            findings_core):
+    folder = write_result_folder(tmp_path / "r", two_blob_map(), 0.5)
+    write_anatomy(folder, 17)
+    results = scene_logic.load_results(scene, input_node, folder)
+    anatomy = results.anatomy_node
+    assert anatomy.GetHideFromEditors() and anatomy.IsA("vtkMRMLLabelMapVolumeNode")
+
+    low = results.findings(0.5, 0.0)
+    assert [f["voxels"] for f in low] == [27, 8] and [f["id"] for f in low] == [1, 2]
+    np.testing.assert_allclose(low[0]["centroid_ras_mm"], blob_centre_ras(input_node, 3, 3, 3), atol=1e-6)
+    np.testing.assert_allclose(low[0]["volume_ml"], 27 * np.prod(SPACING) / 1000)
+    assert low[0]["location"].endswith("structure 17")  # the anatomy labels reached the describer
+    call = findings_core.CALLS[-1]
+    assert np.array_equal(call["anatomy"], np.full(SHAPE_KJI, 17)) and call["mask"].sum() == 35
+    assert [f["voxels"] for f in results.findings(1.5, 0.0)] == [27]
+    assert results.findings(2.5, 0.0) == []
+
+    again = scene_logic.load_results(scene, input_node, folder, results.healthy_node, results.map_node,
+                                     results.segmentation_node)
+    assert again.anatomy_node is anatomy  # reused from run to run
+
+
+def test_without_the_cores_findings_the_table_is_empty_not_broken(scene, input_node, tmp_path, monkeypatch):
+    from UADContrastiveSlicerLib import core
+
+    monkeypatch.setattr(core, "region_describer", lambda: None)
+    results = scene_logic.load_results(scene, input_node, write_result_folder(tmp_path / "r", two_blob_map(), 0.5))
+    assert results.anatomy_node is None and results.findings(0.5, 0.0) == []
+    results.export(tmp_path / "export")
+    assert (tmp_path / "export" / "findings.csv").read_text().splitlines()[1:] == []
+
+
+def test_export_writes_the_findings_of_the_segment_as_exported(scene, input_node, tmp_path, findings_core):
+    import csv
+
+    results = scene_logic.load_results(scene, input_node, write_result_folder(tmp_path / "r", two_blob_map(), 0.5))
+    results.export(tmp_path / "export", threshold=0.5, min_size_mm3=0.0)
+    report = json.loads((tmp_path / "export" / "report.json").read_text(encoding="utf-8"))
+    assert [f["voxels"] for f in report["findings"]] == [27, 8]
+    with open(tmp_path / "export" / "findings.csv", newline="", encoding="utf-8") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["id"] for row in rows] == ["1", "2"]
+    centre = blob_centre_ras(input_node, 3, 3, 3)
+    np.testing.assert_allclose([float(rows[0][f"centroid_{axis}_mm"]) for axis in "ras"], centre, atol=0.01)
+    assert float(rows[1]["peak_score"]) == 1.0
+
+
+def slice_centre(slice_node) -> np.ndarray:
+    matrix = slice_node.GetSliceToRAS()
+    return np.array([matrix.GetElement(row, 3) for row in range(3)])
+
+
+def test_a_finding_centres_every_slice_view_on_its_centroid(scene, input_node, tmp_path, findings_core):
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetLayoutName("Red")
+    red.SetOrientationToAxial()
+    other = scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    other.SetLayoutName("UADCInput")
+    other.SetOrientationToSagittal()
+    results = scene_logic.load_results(scene, input_node, write_result_folder(tmp_path / "r", two_blob_map(), 0.5))
+    second = results.findings(0.5, 0.0)[1]
+    results.centre_slice_views_on(second)
+    expected = blob_centre_ras(input_node, 8.5, 12.5, 15.5)
+    for node in (red, other):
+        np.testing.assert_allclose(slice_centre(node), expected, atol=1e-6)
+
+    # Under a transform, the outputs move with the input: so does the point the views go to.
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = vtk_translation(12.0, -4.0, 30.0)
+    transform.SetMatrixTransformToParent(shift)
+    input_node.SetAndObserveTransformNodeID(transform.GetID())
+    results.centre_slice_views_on(second)
+    np.testing.assert_allclose(slice_centre(red), expected + [12.0, -4.0, 30.0], atol=1e-6)
+
+
+def vtk_translation(x, y, z):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for row, value in enumerate((x, y, z)):
+        matrix.SetElement(row, 3, value)
+    return matrix
+
+
+def test_moving_the_slider_after_an_edit_keeps_the_edit_in_a_segment_of_its_own(scene, input_node, tmp_path):
+    results = scene_logic.load_results(scene, input_node, write_result_folder(tmp_path / "r", two_blob_map(), 0.5))
+    summary = results.update_segment_from_map(1.5, 0.0)  # the module's own change: nothing to keep
+    assert summary.kept_edited_segment is None and not results.segment_was_edited()
+    assert results.segmentation_node.GetSegmentation().GetNumberOfSegments() == 1
+
+    painted = np.zeros(SHAPE_KJI, np.uint8)
+    painted[0, 0, 0:4] = 1  # the Segment Editor's work
+    segments.set_segment_mask(results.segmentation_node, painted, geometry.ijk_to_ras_of(input_node))
+    assert results.segment_was_edited()
+    summary = results.update_segment_from_map(0.5, 0.0)
+    segmentation = results.segmentation_node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    kept_id = next(segmentation.GetNthSegmentID(i) for i in range(2)
+                   if segmentation.GetNthSegmentID(i) != segments.ANOMALY_SEGMENT_ID)
+    assert segmentation.GetSegment(kept_id).GetName() == "Anomaly (edited)"
+    assert segments.segment_voxel_count(results.segmentation_node, kept_id) == 4
+    assert segments.segment_voxel_count(results.segmentation_node) == 35
+    assert "kept in the segment 'Anomaly (edited)'" in summary.text()
+    assert not results.segment_was_edited()
+    results.update_segment_from_map(1.5, 0.0)  # no new edit: no new copy
+    assert segmentation.GetNumberOfSegments() == 2

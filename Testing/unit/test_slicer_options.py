@@ -90,18 +90,51 @@ def test_device_choices_from_the_child_probe(record, cuda_enabled, text):
     assert choices["cuda"].enabled == cuda_enabled and text in choices["cuda"].label
 
 
+def answer_of(probe, timeout: float = 600.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while probe.poll() is None:
+        assert time.monotonic() < deadline, "the probe never answered"
+        time.sleep(0.05)
+    return {c.key: c for c in probe.choices}
+
+
 def test_device_probe_runs_torch_in_a_child_process():
-    record = options.probe_devices()
+    from UADContrastiveSlicerLib.device_probe import DeviceProbe
+
+    probe = DeviceProbe()
+    probe.start()
+    choices = answer_of(probe)
+    assert probe.process.returncode == 0
     try:
         import torch
     except ImportError:
-        assert record == {"torch": None}
+        assert "not installed" in choices["cuda"].label
         return
-    assert record["torch"] == torch.__version__ and record["cuda"] == torch.cuda.is_available()
+    assert choices["cuda"].enabled == torch.cuda.is_available()
+    assert "failed" not in choices["auto"].label and "not installed" not in choices["auto"].label
 
 
 def test_device_probe_failure_is_reported_not_raised(tmp_path):
-    assert "error" in options.probe_devices(python=str(tmp_path / "no-such-python"))
+    from UADContrastiveSlicerLib.device_probe import DeviceProbe
+
+    probe = DeviceProbe(command=[str(tmp_path / "no-such-python"), "-c", "pass"])
+    probe.start()
+    assert "query failed" in answer_of(probe)["cuda"].label
+    crashing = DeviceProbe(command=[sys.executable, "-c", "raise SystemExit('torch exploded')"])
+    crashing.start()
+    assert "query failed" in answer_of(crashing)["cuda"].label
+
+
+def test_a_probe_that_never_answers_is_stopped_and_the_cpu_offered():
+    from UADContrastiveSlicerLib.device_probe import DeviceProbe
+
+    probe = DeviceProbe(command=[sys.executable, "-c", "import time; time.sleep(600)"], timeout_seconds=0.0)
+    probe.start()
+    choices = answer_of(probe)
+    assert probe.process.poll() is not None  # killed, not left behind
+    assert choices["cpu"].enabled and not choices["cuda"].enabled and "query failed" in choices["auto"].label
 
 
 def test_report_notes_show_device_and_every_warning():

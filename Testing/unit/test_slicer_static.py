@@ -17,6 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "UADContrastive"
 MODULE_FILE = MODULE_DIR / "UADContrastive.py"
+SLICER_LIB = MODULE_DIR / "UADContrastiveSlicerLib"
+WIDGET_FILE = SLICER_LIB / "detection_widget.py"
+PARAMETER_NODE_FILE = SLICER_LIB / "parameter_node.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "UADContrastive.ui"
 CMAKE_FILE = MODULE_DIR / "CMakeLists.txt"
 HEAVY_MODULES = ("torch", "monai", "UADContrastiveLib.engines", "UADContrastiveLib.training")
@@ -28,8 +31,8 @@ def ui_widgets() -> dict[str, ET.Element]:
     return {w.get("name"): w for w in [*root.iter("widget"), *root.iter("layout")]}
 
 
-def module_tree() -> ast.Module:
-    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+def module_tree(path: Path = MODULE_FILE) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
 def string_constant(tree: ast.Module, name: str):
@@ -41,7 +44,7 @@ def string_constant(tree: ast.Module, name: str):
 
 def parameter_fields() -> dict[str, str]:
     """Annotated fields of UADContrastiveParameterNode: name -> annotation source."""
-    for node in module_tree().body:
+    for node in module_tree(PARAMETER_NODE_FILE).body:
         if isinstance(node, ast.ClassDef) and node.name == "UADContrastiveParameterNode":
             return {item.target.id: ast.unparse(item.annotation)
                     for item in node.body if isinstance(item, ast.AnnAssign)}
@@ -56,10 +59,10 @@ def test_ui_parses_and_its_top_widget_is_a_mrml_widget():
 
 
 def test_every_ui_widget_used_by_the_code_exists():
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    source = WIDGET_FILE.read_text(encoding="utf-8")
+    used = set(re.findall(r"\bui\.(\w+)", source))
     missing = sorted(used - set(ui_widgets()))
-    assert not missing, f"used in UADContrastive.py but absent from the .ui: {missing}"
+    assert not missing, f"used in {WIDGET_FILE.name} but absent from the .ui: {missing}"
     assert len(used) > 12  # the regex really found the widgets
 
 
@@ -73,9 +76,9 @@ def test_preset_buttons_are_built_from_the_one_preset_list():
     layout = next(layout for layout in ET.parse(UI_FILE).getroot().iter("layout")
                   if layout.get("name") == "presetsLayout")
     assert [w.get("name") for w in layout.iter("widget")] == [], "preset buttons hard-coded in the .ui"
-    source = MODULE_FILE.read_text(encoding="utf-8")
+    source = WIDGET_FILE.read_text(encoding="utf-8")
     assert re.search(r"for preset in options\.HEALTHY_FPR_PRESETS:", source)
-    assert "self.ui.presetsLayout.addWidget(button)" in source
+    assert "ui.presetsLayout.addWidget(button)" in source
     assert options.HEALTHY_FPR_PRESETS is HEALTHY_FPR_PRESETS
     assert DEFAULT_PRESET in {p.key for p in HEALTHY_FPR_PRESETS}
     card = {"thresholds": {"values": {p.key: float(i) for i, p in enumerate(HEALTHY_FPR_PRESETS)}}}
@@ -126,14 +129,26 @@ def test_module_metadata_has_category_and_citation():
     assert "acknowledgementText" in source
     tree = module_tree()
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert {"UADContrastive", "UADContrastiveWidget", "UADContrastiveLogic", "UADContrastiveTest",
-            "UADContrastiveParameterNode"} <= classes
+    imported = {alias.asname or alias.name for n in tree.body if isinstance(n, ast.ImportFrom) for alias in n.names}
+    assert {"UADContrastive", "UADContrastiveWidget", "UADContrastiveLogic", "UADContrastiveTest"} <= classes
+    assert "UADContrastiveParameterNode" in imported  # Slicer finds it where the logic uses it
+
+
+def test_the_module_file_is_thin_and_the_lib_has_one_class_a_file():
+    """The module file keeps what Slicer needs (metadata, thin widget and logic, self-test);
+    the panel, the logic and the parameter node live in UADContrastiveSlicerLib."""
+    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= 200
+    for name in ("detection_widget", "detection_logic", "parameter_node", "logic_protocol", "device_probe",
+                 "installer"):
+        classes = [n.name for n in module_tree(SLICER_LIB / f"{name}.py").body if isinstance(n, ast.ClassDef)]
+        assert len(classes) == 1, (name, classes)
+    widget_source = WIDGET_FILE.read_text(encoding="utf-8")
+    assert "logic: DetectionLogicProtocol" in widget_source  # injected, behind the Protocol
 
 
 def test_module_file_imports_nothing_heavy_at_load_time():
     """Top-level imports only: torch/MONAI/numpy/SimpleITK belong inside functions."""
-    allowed_roots = {"importlib", "logging", "os", "shutil", "sys", "pathlib", "typing",
-                     "qt", "ctk", "slicer", "vtk", "UADContrastiveSlicerLib"}
+    allowed_roots = {"pathlib", "typing", "qt", "ctk", "slicer", "vtk", "UADContrastiveSlicerLib"}
     roots = set()
     for node in module_tree().body:
         if isinstance(node, ast.Import):
@@ -252,3 +267,24 @@ def test_module_file_loads_without_heavy_imports():
         assert typing.get_args(threshold)[0] is float
     """)
     assert not any(loaded.values()), loaded
+
+
+def test_extension_metadata_urls_are_files_of_this_repository():
+    """The Extensions Index refuses empty or placeholder URLs: the icon and screenshot URLs
+    name files that exist here, and the README says where the home page is."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    variables = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', text))
+
+    def expand(value):
+        return re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], value)
+
+    files_url = expand(variables["EXTENSION_FILES_URL"])
+    assert files_url.startswith("https://raw.githubusercontent.com/")
+    for name in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = expand(variables[name])
+        assert url.startswith(files_url + "/"), (name, url)
+        assert (REPO / url[len(files_url) + 1:]).is_file(), (name, url)
+    homepage = expand(variables["EXTENSION_HOMEPAGE"])
+    assert homepage.startswith("https://github.com/") and "placeholder" not in homepage
+    assert variables["EXTENSION_REPOSITORY"] in (REPO / "README.md").read_text(encoding="utf-8")
+    assert "![Overview](Resources/Screenshot.png)" in (REPO / "README.md").read_text(encoding="utf-8")

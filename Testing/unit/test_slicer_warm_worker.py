@@ -112,10 +112,8 @@ def test_cancel_kills_the_worker_tree_and_the_next_run_starts_a_new_one(worker, 
 
 def test_stop_ends_an_idle_worker_at_once(worker, tmp_path):
     finish(submit(worker, tmp_path, "one"))
-    begin = time.monotonic()
     worker.stop()
-    assert worker.process.returncode == 0  # it quit by itself (asked to), not killed
-    assert time.monotonic() - begin < warm_worker.STOP_GRACE_SECONDS
+    assert worker.process.returncode == 0  # it quit by itself when asked, not killed after the grace time
     assert not worker.alive
     worker.stop()  # twice is harmless
 
@@ -217,3 +215,17 @@ def test_the_real_worker_ends_when_slicer_ends_without_cleanup():
     assert parent.returncode == 0, parent.stderr[-3000:]
     assert wait_until_gone([int(parent.stdout.split()[-1])], timeout=60), \
         "the worker outlived the process that started it"
+
+
+@posix_only
+def test_the_worker_runs_in_a_private_folder_removed_when_it_ends(worker, tmp_path):
+    """Not the shared temporary folder: `python -m` puts the working folder first on sys.path,
+    where a numpy.py planted by another user would be imported."""
+    import tempfile
+
+    finish(submit(worker, tmp_path, "one"))
+    cwd = Path(os.readlink(f"/proc/{worker.process.pid}/cwd"))
+    assert cwd == worker.work_dir and cwd != Path(tempfile.gettempdir())
+    assert (cwd.stat().st_mode & 0o077) == 0  # only this user can put files there
+    worker.stop()
+    assert not cwd.exists() and worker.work_dir is None

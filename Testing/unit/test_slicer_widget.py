@@ -47,10 +47,8 @@ class ReplayLogic:
         self.scale = scale  # map values of the next run (tells runs apart)
         self.runs = []
 
-    def deviceChoices(self):
-        from UADContrastiveSlicerLib import options
-
-        return options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+    def startDeviceProbe(self):
+        return answered_probe()
 
     def startDetection(self, inputVolume, model, device):
         import SimpleITK as sitk
@@ -81,6 +79,14 @@ class ReplayLogic:
 
     def showResults(self, results, opacity):
         self.shown = results
+
+
+def answered_probe(record=None):
+    """A device probe that has answered already (the real one runs a child Python)."""
+    from UADContrastiveSlicerLib import options
+
+    choices = options.device_choices_from_probe(record or {"torch": "2.9.0", "cuda": False})
+    return types.SimpleNamespace(poll=lambda: choices, cancel=lambda: None)
 
 
 def feed(run, count):
@@ -120,12 +126,13 @@ def widget_env(monkeypatch, make_logic):
         monkeypatch.setattr(module.options, "model_choices",
                             lambda: [module.options.ModelChoice("tiny-test", "tiny-test (T1)", {})])
         logic = make_logic(module)
-        widget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
-        widget.setup()
-        widget.enter()
-        yield types.SimpleNamespace(slicer=slicer, scene=scene, module=module, widget=widget, logic=logic,
-                                    ui=widget.ui, errors=errors)
-        widget.cleanup()
+        moduleWidget = module.UADContrastiveWidget(standins.qMRMLWidget(), logic=logic)
+        moduleWidget.setup()
+        moduleWidget.enter()
+        panel = moduleWidget.panel
+        yield types.SimpleNamespace(slicer=slicer, scene=scene, module=module, moduleWidget=moduleWidget,
+                                    widget=panel, logic=logic, ui=panel.ui, errors=errors)
+        moduleWidget.cleanup()
 
 
 def add_volume(env, name, offset=0.0):
@@ -291,17 +298,20 @@ def test_on_reload_reloads_the_helpers_then_the_module(env, monkeypatch):
     import UADContrastiveSlicerLib.stages as stages
 
     before = stages.StageProgress
-    env.widget.onReload()
+    env.moduleWidget.onReload()
     assert reloaded == ["UADContrastive"]
     assert sys.modules["UADContrastiveSlicerLib.stages"].StageProgress is not before
 
 
-def test_self_test_needs_no_torch_model_or_network(env, monkeypatch):
+def test_self_test_needs_no_torch_model_or_network_and_reports_a_skip_as_a_skip(env, monkeypatch):
+    import unittest
+
     case = env.module.UADContrastiveTest()
     shown = []
     monkeypatch.setattr(case, "delayDisplay", lambda message, *args, **kwargs: shown.append(message))
     monkeypatch.setattr(env.module.options, "model_choices", lambda: [])
-    case.runTest()
+    with pytest.raises(unittest.SkipTest, match="detection not tested: no model installed"):
+        case.runTest()
     assert "Results without a model: passed" in shown
     assert any(message.startswith("Detection test skipped: no model installed") for message in shown)
 
@@ -322,11 +332,16 @@ with pytest.MonkeyPatch.context() as monkeypatch:
     module = standins.load_module_file(monkeypatch, __import__("pathlib").Path({module_file!r}))
     widget = module.UADContrastiveWidget(standins.qMRMLWidget())
     widget.setup()
-    widget.enter()  # the real logic: probes the devices
-    labels = [widget.ui.deviceComboBox._items[i][0] for i in range(widget.ui.deviceComboBox.count())]
+    widget.enter()  # the real logic: probes the devices in a child Python
+    import time
+    while widget.panel._probe is not None:  # what Slicer's event loop does: the poll timer ticks
+        widget.panel._pollTimer.fire()
+        time.sleep(0.05)
+    combo = widget.panel.ui.deviceComboBox
+    labels = [combo._items[i][0] for i in range(combo.count())]
     print("TORCH_IN_GUI_PROCESS", "torch" in sys.modules)
     print("DEVICES", labels)
-    print("WAIT_CURSOR", len(slicer.app.override_cursors))
+    widget.cleanup()
 """
 
 
@@ -341,7 +356,58 @@ def test_entering_the_module_probes_devices_without_importing_torch():
     assert "TORCH_IN_GUI_PROCESS False" in result.stdout
     devices = next(line for line in result.stdout.splitlines() if line.startswith("DEVICES"))
     assert "Auto (" in devices and "CPU" in devices and "not installed" not in devices  # torch answered
-    assert "WAIT_CURSOR 1" in result.stdout
+    assert "checking" not in devices
+
+
+RELEASE_AND_ANSWER = """
+import json, os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+print(json.dumps({"torch": "2.9.0", "cuda": True, "gpu": "Test GPU", "gpu_memory_gb": 8.0}), flush=True)
+"""
+
+
+def test_the_device_probe_never_blocks_the_widget(env, monkeypatch, tmp_path):
+    """The probe's child answers only once the test releases it, i.e. after enter() returned:
+    enter() cannot have waited for it."""
+    from UADContrastiveSlicerLib.device_probe import DeviceProbe
+
+    release = tmp_path / "release"
+    probes = []
+
+    def start_probe():
+        probe = DeviceProbe(command=[sys.executable, "-c", RELEASE_AND_ANSWER, str(release)])
+        probe.start()
+        probes.append(probe)
+        return probe
+
+    env.widget._deviceChoices = []  # as on the first visit of the module
+    monkeypatch.setattr(env.logic, "startDeviceProbe", start_probe)
+    env.widget.enter()
+    combo = env.ui.deviceComboBox
+    assert len(probes) == 1 and probes[0].process.poll() is None  # the child still waits
+    assert combo.currentText == "Auto (checking devices...)" and env.widget._pollTimer.isActive()
+    env.widget._pollTimer.fire()
+    assert combo.currentText == "Auto (checking devices...)"  # a tick does not wait either
+
+    release.touch()
+    run_until(env, lambda: env.widget._probe is None)
+    assert [combo._items[i][0] for i in range(combo.count())] == [
+        "Auto (GPU: Test GPU, 8.0 GB)", "GPU: Test GPU, 8.0 GB", "CPU"]
+    assert env.ui.cpuWarningLabel.text == ""  # a GPU: no CPU warning
+    env.widget.enter()
+    assert len(probes) == 1  # asked once per session
+
+
+def run_until(env, condition, timeout=60.0):
+    """Let the poll timer tick, as Slicer's event loop would, until `condition()`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        env.widget._pollTimer.fire()
+        time.sleep(0.02)
 
 
 def test_an_output_node_picked_by_the_user_is_kept_across_module_visits(env):
@@ -377,10 +443,12 @@ def worker_env(monkeypatch):
     """The module's real logic (input written, results loaded), its warm worker running the
     protocol stand-in instead of `uadc worker` (no torch, no model)."""
     def real_logic(module):
-        monkeypatch.setattr(module.warm_worker, "worker_command",
+        from UADContrastiveSlicerLib import warm_worker
+
+        monkeypatch.setattr(warm_worker, "worker_command",
                             lambda *args, **kwargs: [sys.executable, str(FAKE_WORKER)])
         logic = module.UADContrastiveLogic()
-        logic.deviceChoices = lambda: module.options.device_choices_from_probe({"torch": "2.9.0", "cuda": False})
+        logic.startDeviceProbe = answered_probe
         logic.showResults = lambda results, opacity: None  # the layout needs Slicer's views
         return logic
 
@@ -447,3 +515,300 @@ def test_detections_share_one_warm_worker_and_cancel_or_unload_end_it(worker_env
     # Slicer unloads every module on exit (and on reload): the widget's cleanup ends the worker.
     env.slicer.app.moduleManager().moduleAboutToBeUnloaded.emit("UADContrastive")
     assert not worker.alive and worker.process.returncode == 0  # asked to quit, not killed
+
+
+def test_the_model_runs_on_the_stage_label_in_words_not_raw_records(env):
+    add_volume(env, "T1")
+    env.widget.enter()
+    env.ui.detectButton.click()
+    run = env.logic.runs[-1]
+    shown = []
+    while env.widget._run is not None:
+        feed(run, 1)
+        env.widget._pollTimer.fire()
+        shown.append(env.ui.stageLabel.text)
+    assert "Running on the CPU: expect about half a minute per volume." in shown  # an info line, as it is
+    assert not any(text.startswith(("info:", "reconstruct:", "load model")) for text in shown), shown
+    assert any(text.startswith("Reconstructing a healthy brain... ") for text in shown)
+
+
+def test_the_input_candidate_is_never_a_volume_the_selector_hides(env):
+    env.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    volume = add_volume(env, "T1")
+    env.widget.exit()
+    env.widget.enter()
+    assert env.widget._parameterNode.inputVolume is volume
+
+
+# ----------------------------------------------------------------------------- results panel
+@pytest.fixture()
+def findings(monkeypatch):
+    import slicer_findings
+    from UADContrastiveSlicerLib import core
+
+    monkeypatch.setattr(core, "region_describer", lambda: slicer_findings.describe_regions)
+    return slicer_findings
+
+
+def table_rows(env):
+    table = env.ui.findingsTable
+    return [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
+
+
+def test_the_findings_table_follows_the_sliders_and_a_row_centres_the_views(env, findings):
+    volume = add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    assert env.ui.findingsTable.headers == ["#", "Location", "mL", "Peak"]
+    rows = table_rows(env)
+    voxel_ml = 1.2 * 0.9 * 2.5 / 1000
+    assert [row[0] for row in rows] == ["1", "2"] and env.ui.findingsTable.visible
+    assert rows[0][2] == f"{27 * voxel_ml:.2f}" and rows[0][3] == "2" and rows[1][3] == "1"
+
+    env.ui.thresholdSlider.value = 1.5  # the user drags the slider
+    env.widget._rethresholdTimer.fire()
+    assert [row[0] for row in table_rows(env)] == ["1"]
+    env.ui.thresholdSlider.value = 2.5
+    env.widget._rethresholdTimer.fire()
+    assert table_rows(env) == [] and not env.ui.findingsTable.visible
+
+    env.ui.thresholdSlider.value = 0.5
+    env.widget._rethresholdTimer.fire()
+    red = env.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetLayoutName("Red")
+    env.ui.findingsTable.click(1)
+    from UADContrastiveSlicerLib import geometry
+
+    centre = (geometry.ijk_to_ras_of(volume) @ [14.5, 10.5, 8.5, 1.0])[:3]  # the 8-voxel blob
+    matrix = red.GetSliceToRAS()
+    np.testing.assert_allclose([matrix.GetElement(row, 3) for row in range(3)], centre, atol=1e-6)
+
+
+def test_export_writes_the_results_and_the_findings_table(env, findings, monkeypatch, tmp_path):
+    from slicer_reading import read_with_slicer
+
+    add_volume(env, "T1")
+    env.widget.enter()
+    detect(env)
+    env.ui.thresholdSlider.value = 1.5
+    env.widget._rethresholdTimer.fire()
+    folder = tmp_path / "export"
+    shown = []
+    monkeypatch.setattr(env.slicer.util, "mainWindow", lambda: None)
+    monkeypatch.setattr(env.slicer.util, "infoDisplay", lambda text, **kwargs: shown.append(text))
+    qt = sys.modules["qt"]
+    monkeypatch.setattr(qt, "QFileDialog", types.SimpleNamespace(getExistingDirectory=lambda *args: str(folder)))
+    env.ui.exportButton.click()
+    assert not env.errors, env.errors
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        "anomaly.seg.nrrd", "anomaly_mask.nii.gz", "anomaly_map.nii.gz", "healthy.nii.gz", "report.json",
+        "findings.csv"])
+    assert shown and str(folder / "report.json") in shown[-1]
+    [segment] = read_with_slicer(folder / "anomaly.seg.nrrd")
+    assert segment["voxels"] == 27  # the segment at the slider's threshold
+    report = json.loads((folder / "report.json").read_text())
+    assert report["threshold"]["value"] == 1.5 and [f["voxels"] for f in report["findings"]] == [27]
+    assert (folder / "findings.csv").read_text().splitlines()[1].startswith("1,")
+
+    shown.clear()
+    monkeypatch.setattr(qt, "QFileDialog", types.SimpleNamespace(getExistingDirectory=lambda *args: ""))
+    env.ui.exportButton.click()  # the user cancels the folder dialog: nothing written, nothing said
+    assert not shown and not env.errors
+
+
+def test_preset_buttons_set_the_calibrated_threshold_and_only_when_calibrated(env):
+    add_volume(env, "T1")
+    env.widget.enter()
+    buttons = env.widget.presetButtons
+    assert not any(button.enabled for button in buttons.values())  # the card holds no calibration
+    detect(env)
+    assert all(button.enabled for button in buttons.values())
+    p = env.widget._parameterNode
+    for key, value, voxels in (("fpr_0.5%", 1.5, 27), ("fpr_0.1%", 2.5, 0), ("fpr_1%", 0.5, 35)):
+        buttons[key].click()
+        assert p.threshold == value and env.ui.thresholdSlider.value == value
+        env.widget._rethresholdTimer.fire()
+        assert segment_count(env) == voxels, key
+    assert buttons["fpr_1%"].toolTip.startswith("0.5 — ")
+
+
+EXACT = 0.0030584123
+
+
+class ExactThresholdLogic(ReplayLogic):
+    """The recorded run, with a calibrated threshold of more digits than the slider shows."""
+
+    def startDetection(self, inputVolume, model, device):
+        run, input_path = super().startDetection(inputVolume, model, device)
+        report_path = next((run.work_dir / "out" / "input").glob("report.json"))
+        report = json.loads(report_path.read_text())
+        report["threshold"]["value"] = EXACT
+        report["thresholds_available"] = {"fpr_1%": EXACT, "fpr_0.5%": 0.0047, "fpr_0.1%": 0.0099}
+        report_path.write_text(json.dumps(report))
+        return run, input_path
+
+
+def test_the_calibrated_threshold_is_kept_exact_through_the_slider(monkeypatch, tmp_path):
+    for env in widget_env(monkeypatch, lambda module: type(
+            "UADContrastiveLogic", (ExactThresholdLogic, module.UADContrastiveLogic), {})(tmp_path)):
+        add_volume(env, "T1")
+        env.widget.enter()
+        env.logic.scale = 0.001  # map values of the order of the calibrated threshold
+        detect(env)
+        p, slider = env.widget._parameterNode, env.ui.thresholdSlider
+        assert p.threshold == EXACT and slider.value == 0.0031  # the slider shows it with 4 decimals
+        # ctkSliderWidget re-emits its shown value when its range changes (the slider part keeps
+        # more digits than the spin box): that rounding must not reach the parameter node.
+        slider.valueChanged.emit(slider.value)
+        assert p.threshold == EXACT
+        env.ui.minSizeSlider.value = 10
+        env.widget.refreshThresholdRange()
+        env.widget.presetButtons["fpr_0.5%"].click()
+        env.widget.presetButtons["fpr_1%"].click()
+        slider.valueChanged.emit(slider.value)
+        assert p.threshold == EXACT
+        env.ui.thresholdSlider.value = 0.002  # a real move of the user is taken as it is
+        assert p.threshold == 0.002
+
+
+# ----------------------------------------------------------------------------- first-use install
+WAIT_FOR_RELEASE = """
+import os, sys, time
+print("Collecting monai==1.6.1", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+print("Successfully installed monai-1.6.1", flush=True)
+"""
+
+
+@pytest.fixture()
+def install_env(env, monkeypatch, tmp_path):
+    """Packages missing; the install is a real child process that waits for `release`."""
+    from UADContrastiveSlicerLib.installer import DependencyInstall
+
+    missing = ["monai==1.6.1"]
+    monkeypatch.setattr(env.module.dependencies, "missing_requirements", lambda: list(missing))
+    confirmations, installs = [], []
+    monkeypatch.setattr(env.slicer.util, "confirmOkCancelDisplay",
+                        lambda text, *args, **kwargs: confirmations.append(text) or True)
+    env.release = tmp_path / "release"
+    env.script = WAIT_FOR_RELEASE
+
+    def start_install(packages):
+        install = DependencyInstall(packages, steps=[
+            ("Installing monai==1.6.1", lambda: [sys.executable, "-c", env.script, str(env.release)])])
+        install.start()
+        installs.append(install)
+        return install
+
+    monkeypatch.setattr(env.logic, "startInstall", start_install)
+    env.missing, env.confirmations, env.installs = missing, confirmations, installs
+    add_volume(env, "T1")
+    env.widget.enter()
+    return env
+
+
+def test_a_second_click_during_an_install_starts_nothing(install_env):
+    env = install_env
+    env.ui.detectButton.click()
+    assert len(env.installs) == 1 and len(env.confirmations) == 1
+    install = env.installs[0]
+    assert install.process.poll() is None  # the click returned while pip still runs
+    assert env.ui.detectButton.text == "Cancel installation" and env.ui.detectButton.enabled
+    assert env.ui.progressBar.visible and not env.ui.inputsCollapsibleButton.enabled
+    run_until(env, lambda: "Collecting monai" in env.ui.stageLabel.text)
+
+    env.ui.detectButton.click()  # the second click: cancels, starts no other install, asks nothing
+    assert len(env.installs) == 1 and len(env.confirmations) == 1 and not env.logic.runs
+    assert install.process.poll() is not None  # the install's process is gone
+    assert env.widget._install is None and env.ui.detectButton.text == "Detect anomalies"
+    assert "cancelled" in env.ui.stageLabel.text and not env.errors
+
+
+def test_when_the_install_ends_well_the_detection_starts(install_env):
+    env = install_env
+    env.ui.detectButton.click()
+    env.missing.clear()  # what the finished install will have changed
+    env.release.touch()
+    run_until(env, lambda: env.widget._install is None)
+    assert not env.errors, env.errors
+    assert len(env.logic.runs) == 1 and env.widget._run is not None and env.ui.detectButton.text == "Cancel"
+    while env.widget._run is not None:  # the recorded run plays to its end
+        feed(env.logic.runs[0], 5)
+        env.widget._pollTimer.fire()
+    assert segment_count(env) == 35 and not env.errors
+
+
+def test_an_install_without_network_says_so_and_raises_nothing(install_env):
+    env = install_env
+    env.script = ("import sys; print('ERROR: Could not find a version that satisfies the requirement "
+                  "monai==1.6.1 (from versions: none)', file=sys.stderr); sys.exit(1)")
+    env.ui.detectButton.click()
+    run_until(env, lambda: env.widget._install is None)
+    assert len(env.errors) == 1 and "could not be downloaded" in env.errors[0] and "monai==1.6.1" in env.errors[0]
+    assert "--no-index" in env.errors[0]
+    assert not env.logic.runs and env.ui.detectButton.text == "Detect anomalies"
+
+
+def test_run_detection_blocking_loads_the_results_and_raises_a_failure(worker_env):
+    env = worker_env
+    volume = add_volume(env, "T1")
+    logic = env.logic
+    p = logic.getParameterNode()
+    p.inputVolume, p.model, p.device = volume, "tiny-test", "cpu"
+    results = logic.runDetectionBlocking(p, timeoutSeconds=120)
+    from UADContrastiveSlicerLib import segments
+
+    assert segments.segment_voxel_count(results.segmentation_node) == 27
+    assert p.anomalyMapVolume is results.map_node and p.threshold == 0.5  # the report's defaults
+    assert results.map_node.GetAttribute("UADContrastive.Report")
+
+    p.model = "bad-input"
+    with pytest.raises(RuntimeError, match="not a 3D volume"):
+        logic.runDetectionBlocking(p, timeoutSeconds=120)
+    assert p.anomalyMapVolume is results.map_node  # a failed run changes nothing
+
+
+def test_a_successful_runs_messages_go_to_slicers_log(worker_env, caplog):
+    env = worker_env
+    add_volume(env, "T1")
+    env.widget.enter()
+    with caplog.at_level("INFO"):
+        env.ui.detectButton.click()
+        run_until_done(env)
+    assert any("the detection's messages" in r.getMessage() and "fake worker: request 1" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_real_uadc_worker_and_leaves_the_scene_unchanged(monkeypatch, tiny_model, shared_data):
+    """The module's own logic and the real `uadc worker` (the tiny test model) on a real head."""
+    import SimpleITK as sitk
+    from process_checks import wait_until_gone
+
+    def real_logic(module):
+        logic = module.UADContrastiveLogic()
+        logic.startDeviceProbe = answered_probe
+        return logic
+
+    head = sorted((shared_data / "ixi_t1" / "images").iterdir())[0]
+    for env in widget_env(monkeypatch, real_logic):
+        from UADContrastiveSlicerLib import geometry
+
+        volume = env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "IXI head")
+        geometry.update_volume_from_sitk(volume, sitk.ReadImage(str(head)))
+        env.widget.enter()
+        p = env.widget._parameterNode
+        p.inputVolume, p.model, p.device = volume, str(tiny_model), "cpu"
+        nodes_before = env.scene.GetNumberOfNodes()
+        env.ui.detectButton.click()
+        run = env.widget._run
+        poll_until_acknowledged(env, run, timeout=600)  # the worker took the request: it is working
+        worker = env.logic._worker
+        assert "worker" in worker.command and worker.alive
+        pid = worker.process.pid
+        env.ui.detectButton.click()  # Cancel
+        assert wait_until_gone([pid], timeout=30)
+        assert env.widget._run is None and "Cancelled" in env.ui.stageLabel.text and not env.errors
+        assert not run.work_dir.exists() and env.scene.GetNumberOfNodes() == nodes_before
+        assert p.anomalyMapVolume is None and env.ui.detectButton.text == "Detect anomalies"

@@ -53,3 +53,13 @@ def exported_report(*args, **kwargs):
     from UADContrastiveLib.outputs.report import exported_report
 
     return exported_report(*args, **kwargs)
+
+
+def region_describer():
+    """describe_regions(anomaly_map, mask, anatomy, image, input_to_template) of the core's
+    findings (outputs.findings), or None with a core that does not name regions yet."""
+    try:
+        from UADContrastiveLib.outputs.findings import describe_regions
+    except ImportError:
+        return None
+    return describe_regions

@@ -19,6 +19,7 @@ from __future__ import annotations
 import slicer
 
 from . import scene as scene_logic
+from .nodes import nodes_by_class
 
 LAYOUT_ID = 5731  # any number unused by Slicer's built-in layouts (they are < 1000)
 INPUT_VIEW = "UADCInput"
@@ -60,9 +61,7 @@ def link_position_only(composite_node) -> None:
 
 
 def composite_nodes_of_views(scene, view_names=(INPUT_VIEW, HEALTHY_VIEW)) -> list:
-    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())
-            if nodes.GetItemAsObject(i).GetLayoutName() in view_names]
+    return [node for node in nodes_by_class(scene, "vtkMRMLSliceCompositeNode") if node.GetLayoutName() in view_names]
 
 
 def link_views(scene) -> None:

@@ -1,7 +1,8 @@
 """What the widget offers the user: models, devices, threshold presets, warnings.
 
 Pure Python, no slicer/Qt, and never torch: devices are probed in a child process
-(importing torch takes seconds and hundreds of MB, and would put a CUDA context into Slicer).
+(device_probe; importing torch takes seconds and hundreds of MB, and would put a CUDA
+context into Slicer).
 """
 from __future__ import annotations
 
@@ -141,30 +142,6 @@ else:
         record["gpu_memory_gb"] = round(properties.total_memory / 1024 ** 3, 1)
     print(json.dumps(record))
 """
-DEVICE_PROBE_TIMEOUT_S = 180
-
-
-def probe_devices(python: str | None = None, env: dict | None = None,
-                  timeout: float = DEVICE_PROBE_TIMEOUT_S) -> dict:
-    """What torch sees, asked in a separate process: {"torch": version or None, "cuda": bool,
-    "gpu": name, "gpu_memory_gb": float}, or {"error": text} when the probe itself failed."""
-    import json
-    import subprocess
-
-    from .process import hidden_console_options, python_executable
-
-    try:
-        result = subprocess.run([python or python_executable(), "-c", DEVICE_PROBE_CODE], capture_output=True,
-                                text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
-                                **hidden_console_options())
-        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-        if result.returncode == 0 and lines:
-            return json.loads(lines[-1])
-        return {"error": (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]}
-    except (OSError, subprocess.SubprocessError, ValueError) as error:
-        return {"error": str(error)}
-
-
 def device_choices_from_probe(record: dict) -> list[DeviceChoice]:
     """auto / cuda / cpu with what is really there: the GPU's name and memory, or why not."""
     if record.get("error"):
@@ -183,10 +160,6 @@ def device_choices_from_probe(record: dict) -> list[DeviceChoice]:
     return [DeviceChoice("auto", f"Auto (GPU: {gpu})"),
             DeviceChoice("cuda", f"GPU: {gpu}"),
             DeviceChoice("cpu", "CPU")]
-
-
-def device_choices(python: str | None = None, env: dict | None = None) -> list[DeviceChoice]:
-    return device_choices_from_probe(probe_devices(python, env))
 
 
 DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "Apple GPU (MPS)"}

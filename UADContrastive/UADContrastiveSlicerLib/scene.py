@@ -12,7 +12,8 @@ import numpy as np
 import slicer
 from UADContrastiveLib.outputs import names
 
-from . import core, geometry, segments
+from . import core, findings_table, geometry, segments
+from .nodes import nodes_by_class
 
 REPORT_ATTRIBUTE = "UADContrastive.Report"
 # Every output node points at the input it was computed from (a node reference: it
@@ -20,6 +21,13 @@ REPORT_ATTRIBUTE = "UADContrastive.Report"
 INPUT_REFERENCE_ROLE = "UADContrastive.input"
 OUTPUT_KIND_ATTRIBUTE = "UADContrastive.Output"
 OUTPUT_KINDS = ("healthy", "map", "segmentation")
+# The DLMUSE atlas carried onto the input grid (`uadc detect` writes it beside the map): a
+# hidden labelmap that the map node points at; it names the findings' anatomy.
+ANATOMY_LABELS_FILE = "anatomy_labels.nii.gz"
+ANATOMY_REFERENCE_ROLE = "UADContrastive.anatomy"
+# Digest of the segment's voxels as the module last wrote them: anything else is a hand edit.
+SEGMENT_FINGERPRINT_ATTRIBUTE = "UADContrastive.SegmentFingerprint"
+FINDINGS_CSV = "findings.csv"
 # Slicer ships these colour tables; the first one present in the scene is used.
 HEAT_COLOR_NAMES = ("Inferno", "ColdToHotRainbow")
 FALLBACK_HEAT_COLOR_NAME = "UADContrastive heat"
@@ -32,13 +40,18 @@ OVERLAY_FLOOR_FRACTION = 0.5
 class ThresholdSummary:
     count: int
     total_ml: float
+    kept_edited_segment: str | None = None  # name of the segment the user's edits were kept in
 
     def text(self) -> str:
         if self.count == 0:
-            return ("No anomaly above this threshold. The segment is empty; lower the "
+            text = ("No anomaly above this threshold. The segment is empty; lower the "
                     "threshold or paint into it with the Segment Editor.")
-        plural = "region" if self.count == 1 else "regions"
-        return f"{self.count} anomalous {plural}, {self.total_ml:.2f} mL in total"
+        else:
+            plural = "region" if self.count == 1 else "regions"
+            text = f"{self.count} anomalous {plural}, {self.total_ml:.2f} mL in total"
+        if self.kept_edited_segment:
+            text += f"\nYour edits were kept in the segment '{self.kept_edited_segment}'."
+        return text
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -65,9 +78,7 @@ def outputs_for_input(scene, input_node) -> dict:
     if input_node is None:
         return found
     for class_name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
-        nodes = scene.GetNodesByClass(class_name)
-        for index in range(nodes.GetNumberOfItems()):
-            node = nodes.GetItemAsObject(index)
+        for node in nodes_by_class(scene, class_name):
             kind = node.GetAttribute(OUTPUT_KIND_ATTRIBUTE)
             if kind in OUTPUT_KINDS and input_of_output(node) is input_node:
                 found[kind] = node  # scene order: the most recently added one wins
@@ -89,9 +100,9 @@ def reusable_output(scene, node, input_node):
 def heat_color_node(scene):
     """Slicer's Inferno (or ColdToHotRainbow) table; a built-in ramp when neither exists."""
     for name in HEAT_COLOR_NAMES:
-        nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
-        if nodes.GetNumberOfItems():
-            return nodes.GetItemAsObject(0)
+        table = scene.GetFirstNode(name, "vtkMRMLColorNode")  # as slicer.util.getFirstNodeByClassByName
+        if table is not None:
+            return table
     existing = scene.GetFirstNodeByName(FALLBACK_HEAT_COLOR_NAME)
     if existing is not None:
         return existing
@@ -157,9 +168,7 @@ def show_in_slice_views(scene, input_node, map_node, healthy_node, opacity: floa
 
     Works on the scene's slice composite nodes, so it needs no layout manager.
     """
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for index in range(composites.GetNumberOfItems()):
-        composite = composites.GetItemAsObject(index)
+    for composite in nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
         if composite.GetLayoutName() in healthy_view_names and healthy_node is not None:
             composite.SetBackgroundVolumeID(healthy_node.GetID())
             composite.SetForegroundVolumeID(None)
@@ -172,9 +181,7 @@ def show_in_slice_views(scene, input_node, map_node, healthy_node, opacity: floa
 
 def set_overlay_opacity(scene, map_node, opacity: float) -> None:
     """Opacity of the heat map wherever it is the foreground layer."""
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for index in range(composites.GetNumberOfItems()):
-        composite = composites.GetItemAsObject(index)
+    for composite in nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
         if map_node is not None and composite.GetForegroundVolumeID() == map_node.GetID():
             composite.SetForegroundOpacity(float(opacity))
 
@@ -197,12 +204,17 @@ class AnomalyResults:
         self.healthy_node = healthy_node
         self.map_node = map_node
         self.segmentation_node = segmentation_node
-        self._thresholder_cache = None  # (map modification time, ComponentThresholder)
+        self._thresholder_cache = None  # (map modification time, ComponentThresholder, geometry image)
+        self._last_threshold = None  # ((thresholder, threshold, min size), mask, count, total mL)
 
     @property
     def report(self) -> dict:
         text = self.map_node.GetAttribute(REPORT_ATTRIBUTE) if self.map_node else None
         return json.loads(text) if text else {}
+
+    @property
+    def anatomy_node(self):
+        return self.map_node.GetNodeReference(ANATOMY_REFERENCE_ROLE) if self.map_node else None
 
     def map_range(self) -> tuple[float, float]:
         values = geometry.array_from_volume(self.map_node)
@@ -210,15 +222,44 @@ class AnomalyResults:
 
     def _thresholder(self):
         """One ComponentThresholder per map content: slider moves reuse its crop and labelling."""
+        return self._cached()[1]
+
+    def _cached(self):
         thresholder_class = core.component_thresholder_class()
         stamp = self.map_node.GetImageData().GetMTime()
         if self._thresholder_cache is None or self._thresholder_cache[0] != stamp:
             anomaly_map = geometry.array_from_volume(self.map_node)  # a view: no copy
-            self._thresholder_cache = (stamp, thresholder_class(anomaly_map, tuple(self.map_node.GetSpacing())))
-        return self._thresholder_cache[1]
+            self._thresholder_cache = (stamp, thresholder_class(anomaly_map, tuple(self.map_node.GetSpacing())),
+                                       _geometry_image(self.map_node))
+        return self._thresholder_cache
+
+    def describe(self, mask: np.ndarray) -> list[dict]:
+        """The findings (core describe_regions) of a full-grid mask; [] when the core cannot
+        name regions yet."""
+        describe_regions = core.region_describer()
+        if describe_regions is None:
+            return []
+        anatomy = self.anatomy_node
+        return describe_regions(geometry.array_from_volume(self.map_node), mask,
+                                geometry.array_from_volume(anatomy) if anatomy is not None else None,
+                                self._cached()[2], self.report.get("input_to_template_ras"))
+
+    def findings(self, threshold: float, min_size_mm3: float) -> list[dict]:
+        """The findings at these settings (what the map gives, not the maybe edited segment)."""
+        mask = self._threshold(threshold, min_size_mm3)[0]
+        full = np.zeros(geometry.array_from_volume(self.map_node).shape, np.uint8)
+        if mask.box is not None:
+            full[mask.box] = mask.box_mask
+        return self.describe(full)
 
     def _threshold(self, threshold: float, min_size_mm3: float):
-        mask, count, total_ml = self._thresholder().cropped_mask_and_totals(float(threshold), float(min_size_mm3))
+        """(cropped mask, summary); the last answer is kept: the segment and the findings table
+        ask for the same settings one after the other."""
+        key = (self._thresholder(), float(threshold), float(min_size_mm3))
+        if self._last_threshold is None or self._last_threshold[0] != key:
+            mask, count, total_ml = key[0].cropped_mask_and_totals(key[1], key[2])
+            self._last_threshold = (key, mask, count, total_ml)
+        _, mask, count, total_ml = self._last_threshold
         return mask, ThresholdSummary(count, total_ml)
 
     def summarize(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
@@ -226,12 +267,24 @@ class AnomalyResults:
         return self._threshold(threshold, min_size_mm3)[1]
 
     def update_segment_from_map(self, threshold: float, min_size_mm3: float) -> ThresholdSummary:
-        """Re-threshold the anomaly map held by the map node and refill the segment."""
+        """Re-threshold the anomaly map held by the map node and refill the segment. A segment
+        edited by hand since the module last wrote it is first kept as a segment of its own."""
         mask, summary = self._threshold(threshold, min_size_mm3)
+        if self.segment_was_edited():
+            kept_id = segments.keep_edited_segment(self.segmentation_node)
+            summary.kept_edited_segment = self.segmentation_node.GetSegmentation().GetSegment(kept_id).GetName()
         segments.set_segment_cropped_mask(self.segmentation_node, mask.box, mask.box_mask,
                                           geometry.ijk_to_ras_of(self.map_node))
+        remember_segment_content(self.segmentation_node)
         style_anomaly_map(self.map_node, threshold)
         return summary
+
+    def segment_was_edited(self) -> bool:
+        written = self.segmentation_node.GetAttribute(SEGMENT_FINGERPRINT_ATTRIBUTE)
+        segmentation = self.segmentation_node.GetSegmentation()
+        if not written or segmentation.GetSegment(segments.ANOMALY_SEGMENT_ID) is None:
+            return False
+        return segments.segment_fingerprint(self.segmentation_node) != written
 
     def export(self, folder, threshold: float | None = None, min_size_mm3: float | None = None) -> list[Path]:
         """Write seg.nrrd, NIfTI labelmap, map, healthy reconstruction and report to `folder`.
@@ -251,15 +304,54 @@ class AnomalyResults:
                 written.append(write_volume(geometry.sitk_from_volume(node), folder / name))
         _, components = threshold_components(mask.astype(np.float32), 0.5, 0.0, tuple(self.map_node.GetSpacing()))
         report = core.exported_report(self.report, input_name=self.input_node.GetName(), components=components,
-                                 threshold=threshold, min_size_mm3=min_size_mm3)
+                                      threshold=threshold, min_size_mm3=min_size_mm3)
+        findings = self.describe(mask)  # of the segment as exported, edits included
+        report["findings"] = findings
         written.append(write_text(json.dumps(report, indent=2, default=float), folder / names.REPORT))
+        written.append(write_text(findings_table.csv_text(findings), folder / FINDINGS_CSV))
         return written
+
+    def centre_slice_views_on(self, finding: dict) -> None:
+        """Centre every slice view on a finding, as Slicer's markups and segment tables jump
+        to an item (vtkMRMLSliceNode.JumpAllSlices, centred mode). Findings are in the input's
+        own RAS: the input's parent transform, if any, carries them into the views' world."""
+        ras = world_point(self.input_node, finding["centroid_ras_mm"])
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.input_node.GetScene(), *ras,
+                                              slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+def remember_segment_content(segmentation_node) -> None:
+    segmentation_node.SetAttribute(SEGMENT_FINGERPRINT_ATTRIBUTE, segments.segment_fingerprint(segmentation_node))
+
+
+def world_point(node, ras) -> tuple[float, float, float]:
+    """`ras` in the node's own coordinates, carried through its parent transforms to world."""
+    import vtk
+
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return tuple(float(v) for v in ras)
+    to_world = vtk.vtkGeneralTransform()
+    parent.GetTransformToWorld(to_world)
+    return tuple(to_world.TransformPoint([float(v) for v in ras]))
+
+
+def _geometry_image(volume_node):
+    """A SimpleITK image of the volume's size and geometry, voxels all 0: what the findings
+    need of the input image (built once per map, not per slider move)."""
+    import SimpleITK as sitk
+
+    return _with_geometry(sitk.Image([int(n) for n in volume_node.GetImageData().GetDimensions()], sitk.sitkUInt8),
+                          volume_node)
 
 
 def _sitk_like(array: np.ndarray, volume_node):
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(array)
+    return _with_geometry(sitk.GetImageFromArray(array), volume_node)
+
+
+def _with_geometry(image, volume_node):
     spacing, origin, direction = geometry.lps_geometry_from_ijk_to_ras(geometry.ijk_to_ras_of(volume_node))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -311,12 +403,33 @@ def load_results(scene, input_node, result_dir, healthy_node=None, map_node=None
     segments.set_segment_mask(
         segmentation_node, sitk.GetArrayFromImage(mask_image),
         geometry.ijk_to_ras_from_lps(mask_image.GetSpacing(), mask_image.GetOrigin(), mask_image.GetDirection()))
+    remember_segment_content(segmentation_node)
     style_anomaly_map(map_node, float(report.get("threshold", {}).get("value", 0.0)))
+    anatomy_node = load_anatomy(scene, map_node, result_dir / ANATOMY_LABELS_FILE, f"{base} anatomy")
 
-    outputs = (healthy_node, map_node, segmentation_node)
+    outputs = tuple(n for n in (healthy_node, map_node, segmentation_node, anatomy_node) if n is not None)
     follow_input_transform(input_node, outputs)
     place_beside_input(scene, input_node, outputs)
     return AnomalyResults(input_node, healthy_node, map_node, segmentation_node)
+
+
+def load_anatomy(scene, map_node, path: Path, name: str):
+    """The atlas labels on the input grid into the map's (hidden) anatomy labelmap, reused from
+    run to run; None, and no reference, when the detection wrote none (an older core)."""
+    import SimpleITK as sitk
+
+    node = map_node.GetNodeReference(ANATOMY_REFERENCE_ROLE)
+    if not path.is_file():
+        map_node.SetNodeReferenceID(ANATOMY_REFERENCE_ROLE, None)
+        if node is not None:
+            scene.RemoveNode(node)
+        return None
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName(name))
+        node.SetHideFromEditors(True)  # a helper of the findings, not something to pick or show
+        map_node.SetNodeReferenceID(ANATOMY_REFERENCE_ROLE, node.GetID())
+    geometry.update_volume_from_sitk(node, sitk.ReadImage(str(path)))
+    return node
 
 
 def _copy_window_level(source_node, target_node) -> None:

@@ -113,6 +113,36 @@ def segment_voxel_count(segmentation_node, segment_id: str = ANOMALY_SEGMENT_ID)
     return int(np.count_nonzero(values == label_value))
 
 
+def segment_fingerprint(segmentation_node, segment_id: str = ANOMALY_SEGMENT_ID) -> str:
+    """A digest of the segment's voxels (their positions, not the labelmap's storage): it
+    changes when the Segment Editor paints or erases, and survives saving the scene."""
+    import hashlib
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    labelmap = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+    digest = hashlib.blake2b(digest_size=16)
+    if segment is not None and labelmap is not None and labelmap.GetPointData().GetScalars() is not None:
+        values = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()) == segment.GetLabelValue()
+        if values.any():
+            dims = labelmap.GetDimensions()
+            kji = np.argwhere(values.reshape(dims[2], dims[1], dims[0]))
+            extent = labelmap.GetExtent()
+            digest.update((kji + (extent[4], extent[2], extent[0])).astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def keep_edited_segment(segmentation_node, segment_id: str = ANOMALY_SEGMENT_ID) -> str:
+    """Copy the (hand-edited) segment into a segment of its own, named "<name> (edited)", so
+    that refilling `segment_id` from the map does not overwrite the edits. Its new id."""
+    segmentation = segmentation_node.GetSegmentation()
+    edited = slicer.vtkSegment()
+    edited.DeepCopy(segmentation.GetSegment(segment_id))
+    edited.SetName(f"{ANOMALY_SEGMENT_NAME} (edited)")
+    new_id = segmentation.GenerateUniqueSegmentID(f"{segment_id}_edited")
+    segmentation.AddSegment(edited, new_id)
+    return new_id
+
+
 def set_reference_geometry(segmentation_node, reference_volume_node) -> None:
     """Make the segmentation share the input's grid (Segment Editor paints on it)."""
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)

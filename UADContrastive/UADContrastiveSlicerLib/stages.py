@@ -47,3 +47,25 @@ class StageProgress:
     @property
     def percent(self) -> int:
         return int(self.fraction * 100)
+
+
+# What the panel says for each stage (the CLI's stage names are terse).
+STAGE_TEXTS = {
+    "load model": "Loading the model",
+    "preprocess": "Preparing the image (registration, brain mask)",
+    "reconstruct": "Reconstructing a healthy brain",
+    "anomaly map": "Computing the anomaly map",
+    "write": "Writing the results",
+    "done": "Loading the results",
+}
+# Stages whose message is meant for the reader as it is ("info" lines, errors).
+MESSAGE_STAGES = ("info", "warning", "error")
+
+
+def stage_text(stage: str, message: str, percent: int) -> str:
+    """One line for the stage label: never the raw "stage: message" record."""
+    if stage in MESSAGE_STAGES:
+        text = message.removeprefix("uadc: ").strip()
+        return text[:1].upper() + text[1:] if text else ""
+    label = STAGE_TEXTS.get(stage, stage[:1].upper() + stage[1:])
+    return f"{label}... {percent} %"

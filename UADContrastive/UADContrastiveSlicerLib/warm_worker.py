@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import queue
+import shutil
 import subprocess
 import tempfile
 import time
@@ -59,21 +60,27 @@ class WarmWorker:
         self._stderr_count = 0
         self._threads = []
         self._next_id = 0
+        self.work_dir: Path | None = None  # the running process's private working folder
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
+        # Requests carry absolute paths; a run's own folder is removed after it, so the worker
+        # gets a private folder of its own. Never the shared temporary folder: `python -m`
+        # puts the working folder first on sys.path, and a numpy.py planted there by another
+        # user would be imported.
+        self._remove_work_dir()
+        self.work_dir = Path(tempfile.mkdtemp(prefix="uadc-worker-"))
         try:
-            # Requests carry absolute paths; a run's own folder is removed after it, so the
-            # worker lives in the temporary folder instead.
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=self.env, cwd=tempfile.gettempdir(), text=True, encoding="utf-8", errors="replace",
+                env=self.env, cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
                 bufsize=1, **process.child_process_options())
         except OSError:
             self.broken = True
+            self._remove_work_dir()
             raise
         self.starts += 1
         self.ready = False
@@ -137,11 +144,18 @@ class WarmWorker:
         process.kill_process_tree(self.process)
         for thread in self._threads:
             thread.join(timeout=5)
+        self._remove_work_dir()
+
+    def _remove_work_dir(self) -> None:
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
 
     def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
         """End the worker: ask it to quit (between detections it is idle and does so at once),
         and kill it if it does not within `grace_seconds`."""
         if not self.alive:
+            self._remove_work_dir()
             return
         with contextlib.suppress(OSError):  # it may be going away already
             self.process.stdin.write(core.protocol().quit_line())
