@@ -112,9 +112,11 @@ def table_markdown(table: list[dict], part: str) -> str:
 
 
 def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evaluate_cases,
-                 device: str = "auto", log=print) -> dict:
+                 device: str = "auto", log=print, rule=None) -> dict:
     """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> (rows,
-    refused cases)`."""
+    refused cases)`. On the tuning part, `rule(detector, paths, data, lesion_rows, log)` (the
+    shipping rule by default) gives each model's verdict."""
+    rule = rule or shipping_rule
     from ..detection.detector import Detector
     from ..resources import user_cache_dir
 
@@ -140,7 +142,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
                                         {set_name: NOTES[set_name]})
             results[name][set_name] = rows
         if part == "tuning":
-            rules.append(shipping_rule(detector, paths, data, results[name].get("tuning_real_shapes") or [], log))
+            rules.append(rule(detector, paths, data, results[name].get("tuning_real_shapes") or [], log))
     table = table_rows(results, training_minutes, refused)
     kinds, kinds_text = per_kind(results, f"{part}_real_shapes")
     write_text(json.dumps({"part": part, "table": table, "per_kind": kinds, "shipping_rule": rules}, indent=2)

@@ -107,7 +107,7 @@ def tuning_cases(data: Path, template, seed: int = 0) -> tuple[list[GridCase], l
 
 def statistics_heads(data: Path) -> list[GridCase]:
     training, validation = split(ixi_subjects(data / "ixi_t1"))
-    cohort = split_statistics(training, len({s.person for s in validation}))[1]
+    cohort = split_statistics(training)[1]
     return [GridCase(s.id, *slice_cache.load_subject(s.id)) for s in cohort if slice_cache.cache_path(s.id).exists()]
 
 

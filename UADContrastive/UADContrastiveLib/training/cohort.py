@@ -220,7 +220,7 @@ def prepare_cohort(config: dict, data_root: str | Path | None, dist_=None, say=_
                          f"(at least {MIN_USABLE_SCANS} are needed: two to train on, one held out).",
                          "See the skipped files above; add healthy scans or fix the refused ones.")
     training, validation = split(usable)
-    training, statistics = split_statistics(training, len({s.person for s in validation}))
+    training, statistics = split_statistics(training)
     record = {"data": cohort.describe(), "modality": modality, "split_rule": SPLIT_RULE,
               "statistics_rule": STATISTICS_RULE,
               "subjects": {"train": [s.id for s in training], "validation": [s.id for s in validation],
