@@ -213,7 +213,7 @@ DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "Apple GPU (MPS)"}
 
 def report_notes(report: dict | None) -> str:
     """What the panel shows from report.json besides the regions: where the model ran and
-    every warning the detection raised (e.g. "the input does not look T1-weighted")."""
+    every warning the detection raised (e.g. "this looks FLAIR-weighted ...; the model reads T1")."""
     report = report or {}
     lines = []
     device = report.get("device")
