@@ -151,7 +151,7 @@ def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_pa
     from UADContrastiveLib.evaluation import protocol
 
     monkeypatch.setenv("UADC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(protocol, "build_sets", lambda data, sets_dir, log=print: {
+    monkeypatch.setattr(protocol, "build_sets", lambda data, sets_dir, log=print, modality="T1": {
         name: tmp_path / f"{name}.csv" for part in protocol.PARTS.values() for name in part})
     monkeypatch.setattr(protocol, "read_cases_csv", lambda path: [{"id": "ok"}, {"id": "pat0006"}])
     monkeypatch.setattr(detector_module, "Detector", lambda model, device: SimpleNamespace(
