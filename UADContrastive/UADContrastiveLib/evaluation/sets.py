@@ -80,16 +80,22 @@ def write_evaluation_sets(data: Path, out: Path, limit: int | None = None) -> di
     return {**paths, **real_lesion_sets(data, out)}
 
 
-def real_lesion_sets(data: Path, out: Path) -> dict[str, Path]:
-    """wml10_t1.csv and brats_t1c.csv: the real lesion cases as they are, with their brain masks."""
-    sets = {
-        "wml10_t1": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
-                      "brain_mask": c.brain_mask.resolve(), "dataset": "wml10_t1"}
-                     for c in wml_cases(Path(data) / "lesions" / "wml10")],
-        "brats_t1c": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
-                       "brain_mask": c.brain_mask.resolve(), "dataset": "brats_t1c"}
-                      for c in brats_cases(Path(data) / "lesions" / "brats2013")],
-    }
+REAL_LESION_SETS = {  # set name: (data set, its image's modality)
+    "wml10_t1": ("wml10", "t1"), "brats_t1c": ("brats2013", "t1c"),
+    "wml10_t2": ("wml10", "t2"), "wml10_flair": ("wml10", "flair"), "brats_flair": ("brats2013", "flair"),
+}
+
+
+def real_lesion_sets(data: Path, out: Path, names: tuple[str, ...] = ("wml10_t1", "brats_t1c")) -> dict[str, Path]:
+    """<name>.csv for each of `names` (REAL_LESION_SETS): the real lesion cases as they are, with
+    their brain masks (wml10_t1 and brats_t1c for T1 models; wml10_t2, wml10_flair and brats_flair
+    for T2 models)."""
+    sets = {}
+    for name in names:
+        folder, modality = REAL_LESION_SETS[name]
+        cases = (wml_cases if folder == "wml10" else brats_cases)(Path(data) / "lesions" / folder, modality)
+        sets[name] = [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
+                       "brain_mask": c.brain_mask.resolve(), "dataset": name} for c in cases]
     paths = {}
     for name, rows in sets.items():
         paths[name] = Path(out) / f"{name}.csv"

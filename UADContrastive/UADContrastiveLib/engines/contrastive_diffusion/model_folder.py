@@ -36,11 +36,12 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         files[ENCODER_FILE] = sha256_file(out_dir / ENCODER_FILE)
     elif (out_dir / ENCODER_FILE).exists():
         (out_dir / ENCODER_FILE).unlink()
+    cohort = cohort or {}
+    template = cohort.get("template", SHIPPED_TEMPLATE)
     try:
-        grid = load_template().grid
+        grid = load_template(name=template).grid
     except FileNotFoundError:
         grid = ModelGrid()
-    cohort = cohort or {}
     modality = str(cohort.get("modality") or config.get("modality") or "T1")
     card = ModelCard(
         folder=out_dir,
@@ -48,7 +49,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         version=str(config.get("version", "0.1.0")),
         engine="contrastive_diffusion",
         modality=modality,
-        template=SHIPPED_TEMPLATE,
+        template=template,
         model_grid=grid,
         preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
                        "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
@@ -58,7 +59,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
         training={
             "data": "IXI T1 (healthy), ../shared/data/ixi_t1",
             "split_rule": datasets.SPLIT_RULE,
-            **{k: v for k, v in cohort.items() if k != "modality"},
+            **{k: v for k, v in cohort.items() if k not in ("modality", "template")},
             "subjects": {**cohort.get("subjects", {}), "train": train_ids, "validation": val_ids},
             "wall_time_minutes": round(wall_seconds / 60, 1),
             "hardware": hardware(device),

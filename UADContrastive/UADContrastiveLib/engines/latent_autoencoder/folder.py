@@ -32,14 +32,15 @@ def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict,
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_atomic(state, out_dir / name)
         files[name] = sha256_file(out_dir / name)
+    template = cohort.get("template", SHIPPED_TEMPLATE)
     try:
-        grid = load_template().grid
+        grid = load_template(name=template).grid
     except FileNotFoundError:
         grid = ModelGrid()
     modality = str(cohort.get("modality") or config.get("modality") or "T1")
     card = ModelCard(
         folder=out_dir, name=str(config.get("name") or out_dir.name), version=str(config.get("version", "0.1.0")),
-        engine=engine.name, modality=modality, template=SHIPPED_TEMPLATE, model_grid=grid,
+        engine=engine.name, modality=modality, template=template, model_grid=grid,
         preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
                        "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
                        "training_brain_mask": "template brain mask through the detection path (slice cache)"},
@@ -47,7 +48,7 @@ def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict,
         postprocess=PostprocessConfig(),
         training={"data": "healthy slices of the cohort (IXI T1 for the shipped recipes)",
                   "split_rule": datasets.SPLIT_RULE,
-                  **{k: v for k, v in cohort.items() if k != "modality"},
+                  **{k: v for k, v in cohort.items() if k not in ("modality", "template")},
                   "hardware": hardware(next(engine.denoiser.parameters()).device), "torch": torch.__version__,
                   **training, "config": {k: config[k] for k in RECIPE_KEYS if k in config}},
         files=files,

@@ -51,10 +51,11 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
     card = ModelCard(
         folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version,
         modality=str(cohort.get("modality") or "T1"),
-        template=SHIPPED_TEMPLATE, model_grid=load_template().grid,
+        template=cohort.get("template", SHIPPED_TEMPLATE),
+        model_grid=load_template(name=cohort.get("template", SHIPPED_TEMPLATE)).grid,
         postprocess=PostprocessConfig(),
         training={"volumes": "slice cache: the detection path (template registration and brain mask)",
-                  **{k: v for k, v in cohort.items() if k not in ("modality", "subjects")},
+                  **{k: v for k, v in cohort.items() if k not in ("modality", "template", "subjects")},
                   "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
                   "wall_time_minutes": round((time.perf_counter() - start) / 60, 1)},
         files={ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
