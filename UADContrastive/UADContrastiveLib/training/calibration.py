@@ -74,9 +74,9 @@ def statistics_scans(card, data: Path) -> tuple[list[Subject], str]:
     return held_out, f"held-out scans ({rule})"
 
 
-def healthy_reconstructions(detector, scans: list[Subject], progress, stage: str, say=_say) -> list:
-    """(scan, Reconstruction, image) of every scan the detection path accepts; the refused ones
-    are reported and skipped."""
+def each_accepted_scan(scans: list[Subject], progress, stage: str, work, say=_say) -> list:
+    """[(scan, work(image, brain mask or None, progress callback), image)] for every scan the
+    detection path accepts; the refused ones are reported and skipped."""
     from ..io import read_mask, read_volume
 
     results = []
@@ -86,10 +86,16 @@ def healthy_reconstructions(detector, scans: list[Subject], progress, stage: str
         try:
             image = read_volume(scan.image)
             mask = read_mask(scan.brain_mask, image) if scan.brain_mask else None
-            results.append((scan, detector.reconstruct_scan(image, mask, progress=report, source=scan.image), image))
+            results.append((scan, work(image, mask, report, scan.image), image))
         except InputError as error:
             say(f"skipped {error}")
     return results
+
+
+def healthy_reconstructions(detector, scans: list[Subject], progress, stage: str, say=_say) -> list:
+    """(scan, Reconstruction, image) of every scan the detection path accepts."""
+    return each_accepted_scan(scans, progress, stage, lambda image, mask, report, source: detector.reconstruct_scan(
+        image, mask, progress=report, source=source), say)
 
 
 def fit_statistics(detector, scans: list[Subject], min_size: float, progress, rule: str, say=_say) -> dict:
@@ -149,27 +155,16 @@ def sitk_array(image):
 
 
 def detect_maps(detector, scans: list[Subject], progress, stage="detect", say=_say):
-    """(scan, anomaly map on the input grid, brain mask, image) for every scan detection accepts;
-    the refused ones are reported and skipped."""
+    """(scan, anomaly map on the input grid, brain mask, image) for every scan detection accepts."""
     import SimpleITK as sitk
 
-    from ..io import read_mask, read_volume
+    def maps(image, mask, report, source):
+        detection = detector.run(image, mask, threshold=float("inf"), min_size_mm3=0.0, source=source, progress=report)
+        return (sitk.GetArrayFromImage(detection.anomaly_map),
+                sitk.GetArrayFromImage(detection.preprocessed.brain_mask_input) > 0)
 
-    results = []
-    for index, scan in enumerate(scans):
-        def report(_stage, fraction, _message="", done=index, name=str(scan.image)):
-            progress(stage, (done + fraction) / len(scans), name)
-        try:
-            image = read_volume(scan.image)
-            mask = read_mask(scan.brain_mask, image) if scan.brain_mask else None
-            detection = detector.run(image, mask, threshold=float("inf"), min_size_mm3=0.0, source=scan.image,
-                                     progress=report)
-        except InputError as error:
-            say(f"skipped {error}")
-            continue
-        results.append((scan, sitk.GetArrayFromImage(detection.anomaly_map),
-                        sitk.GetArrayFromImage(detection.preprocessed.brain_mask_input) > 0, image))
-    return results
+    return [(scan, anomaly_map, brain, image)
+            for scan, (anomaly_map, brain), image in each_accepted_scan(scans, progress, stage, maps, say)]
 
 
 def calibrate_healthy(detector, scans: list[Subject], min_size: float, progress, rule: str, say=_say) -> dict:
