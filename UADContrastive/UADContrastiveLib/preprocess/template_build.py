@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import EXIT_OK, InputError
+from ..protocol import TEMPLATE
 from ..resources import TEMPLATES
+from .intensity import INTENSITY_RANGE
 from .templates import (
     ATLAS_FILE,
     ATLAS_TABLE_FILE,
@@ -83,7 +85,7 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Pa
         result = preprocess(image, mni, grid, brain_mask=mask)
         head = sitk.GetArrayFromImage(resample(image, reference, result.transform))
         low, high = result.intensity_range
-        head_sum += np.clip((head - low) / (high - low), 0, 1.5) / 1.5
+        head_sum += np.clip((head - low) / (high - low), *INTENSITY_RANGE) / INTENSITY_RANGE[1]
         mask_sum += sitk.GetArrayViewFromImage(result.brain_mask_model)
         labels = sitk.ReadImage(str(parcellation_path), sitk.sitkUInt8)
         vote.add(sitk.GetArrayViewFromImage(resample(labels, reference, result.transform, sitk.sitkNearestNeighbor)))
@@ -129,6 +131,6 @@ def run_template(args) -> int:
                          "Point --data to ../shared/data/ixi_t1.")
     progress = Progress()
     build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir,
-                   progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))
+                   progress=lambda done, total: progress(TEMPLATE, done / total, f"{done}/{total} subjects"))
     progress.close()
-    return 0
+    return EXIT_OK
