@@ -69,9 +69,10 @@ def _write_volumes(detection, anatomy: sitk.Image, folder: Path) -> None:
 
 def _write_overview(detection, regions, path: Path) -> None:
     """The overview of the volumes as written (the input grid), the regions numbered as in the
-    findings. The grid is turned to LPS by permuting and flipping its axes (DICOMOrient: no
-    interpolation), so the slices are axial whatever the acquisition plane and the mask drawn is
-    the mask written, voxel for voxel."""
+    findings. The grid is turned to the nearest LPS axes by permuting and flipping them
+    (DICOMOrient: no interpolation), so the slices are axial (near-axial for an oblique
+    acquisition) whatever the acquisition plane, and the mask drawn is the mask written, voxel
+    for voxel."""
     from ..io import image_like
     from .overview import write_overview_png
 
