@@ -258,7 +258,8 @@ def test_a_torchrun_run_on_two_processes_resumes_from_its_state_as_if_never_inte
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                    "-m", "UADContrastiveLib", "train", "--data", str(cache), "--no-calibrate", "--device", "cpu",
                    "--stage", "diffusion", *map(str, args)]
-        finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8",
+                                  errors="replace", timeout=600)
         assert finished.returncode == 0, finished.stderr[-3000:]
 
     def write_recipe(steps: int) -> Path:
