@@ -151,7 +151,7 @@ def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_pa
     from UADContrastiveLib.evaluation import protocol
 
     monkeypatch.setenv("UADC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(protocol, "build_sets", lambda data, sets_dir, log=print: {
+    monkeypatch.setattr(protocol, "build_sets", lambda data, sets_dir, log=print, modality="T1": {
         name: tmp_path / f"{name}.csv" for part in protocol.PARTS.values() for name in part})
     monkeypatch.setattr(protocol, "read_cases_csv", lambda path: [{"id": "ok"}, {"id": "pat0006"}])
     monkeypatch.setattr(detector_module, "Detector", lambda model, device: SimpleNamespace(
@@ -161,9 +161,15 @@ def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_pa
         row = {"dataset": dataset, "auprc": 0.5, "dice": 0.2, "best_dice": 0.3, "fp_fraction": 0.01, "seconds": 2.0}
         return [row], [{"id": "pat0006", "error": "the registration check failed"}]
 
-    result = protocol.run_protocol(["m"], tmp_path, tmp_path / "out", "tuning", evaluate_cases, log=lambda *_: None)
+    def rule(detector, paths, data, lesion_rows, log, modality):
+        return {"model": "m 1.0", "ships": False, "text": f"Shipping rule for m 1.0: FAILS ({len(lesion_rows)} rows)"}
+
+    result = protocol.run_protocol(["m"], tmp_path, tmp_path / "out", "tuning", evaluate_cases, log=lambda *_: None,
+                                   rule=rule)
+    assert result["shipping_rule"][0]["ships"] is False
     assert [(r["set"], r["cases"], r["refused"]) for r in result["table"]] == [
         ("tuning_real_shapes", 1, ["pat0006"]), ("tuning_healthy", 1, ["pat0006"])]
     written = json.loads((tmp_path / "out" / "table.json").read_text())["table"]
     assert written[0]["refused"] == ["pat0006"]
     assert "m 1.0 on tuning_real_shapes: pat0006" in (tmp_path / "out" / "table.md").read_text()
+    assert "Shipping rule for m 1.0: FAILS (1 rows)" in (tmp_path / "out" / "table.md").read_text()

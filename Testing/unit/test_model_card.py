@@ -164,7 +164,7 @@ def test_the_one_card_writer_hashes_the_weights_and_lets_the_cohort_and_the_engi
 
     layer = torch.nn.Conv2d(1, 2, 3).to(memory_format=torch.channels_last)
     save_weights(layer, tmp_path / "net.pt")
-    cohort = {"data": "42 FLAIR scans in /site/healthy", "modality": "FLAIR",
+    cohort = {"data": "42 FLAIR scans in /site/healthy", "modality": "FLAIR", "template": "ixi-t2-head-2mm",
               "subjects": {"train": ["a"], "validation": ["b"], "statistics": ["c"]}}
     write_card(tmp_path, engine="contrastive_diffusion", config={"name": "site-flair", "min_slice_fraction": 0.2},
                files=["net.pt"], cohort=cohort, training={"subjects": {"train": ["a", "d"]}, "steps": 7},
@@ -175,6 +175,7 @@ def test_the_one_card_writer_hashes_the_weights_and_lets_the_cohort_and_the_engi
     assert card.training["data"] == cohort["data"] and card.training["subjects"] == {"train": ["a", "d"]}
     assert card.training["steps"] == 7 and card.training["hardware"] == "CPU test"
     assert card.training["torch"] == torch.__version__ and "modality" not in card.training
+    assert card.template == "ixi-t2-head-2mm" and "template" not in card.training  # the cohort's registration target
     assert card.preprocessing == {"intensity_percentiles": list(INTENSITY_PERCENTILES),
                                   "intensity_clip": list(INTENSITY_RANGE), "outside_brain": 0.0,
                                   "training_brain_mask": card.preprocessing["training_brain_mask"],
@@ -186,4 +187,5 @@ def test_the_one_card_writer_hashes_the_weights_and_lets_the_cohort_and_the_engi
     write_card(tmp_path, engine="zscore_atlas", config={}, files=["net.pt"], data="IXI T1")
     card = verify_model(tmp_path)  # rewritten: a cohort-less fit names the fallback, no slice fields
     assert card.name == tmp_path.name and card.modality == "T1" and card.training["data"] == "IXI T1"
+    assert card.template == "ixi-head-2mm"
     assert "slice_axis" not in card.preprocessing

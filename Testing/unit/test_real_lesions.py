@@ -5,10 +5,11 @@ import numpy as np
 import SimpleITK as sitk
 from UADContrastiveLib.evaluation.real_lesions import (
     T1_LEVELS,
+    T2_LEVELS,
     donor_part,
     donors,
+    lesion_appearance,
     place_lesion,
-    t1_lesion_appearance,
     validation_part,
 )
 
@@ -53,7 +54,7 @@ def test_t1_appearance_darkens_the_lesion_towards_its_level_and_leaves_the_rest(
     brain[2:18, 3:27, 3:27] = True
     labels = np.zeros(image.shape, np.int16)
     labels[8:12, 12:18, 12:18] = 1
-    out = t1_lesion_appearance(image, brain, labels, "wml", rng)
+    out = lesion_appearance(image, brain, labels, "wml", rng)
     assert abs(float(out[labels > 0].mean()) - T1_LEVELS["wml"][None] * 100.0) < 5.0
     assert np.array_equal(out[~brain], image[~brain])
     far = brain.copy()
@@ -67,3 +68,19 @@ def test_tuning_and_report_parts_are_disjoint_and_both_used(shared_data):
     assert parts == {"tuning", "report"}
     assert {d.kind for d in found} == {"brats", "wml", "stroke"}
     assert validation_part("IXI059-HH-1284") in ("tuning", "report")
+
+
+def test_t2_appearance_brightens_every_kind_against_the_brain_median():
+    image = np.random.default_rng(1).normal(100.0, 5.0, (20, 30, 30)).astype(np.float32)
+    brain = np.zeros(image.shape, bool)
+    brain[2:18, 3:27, 3:27] = True
+    labels = np.zeros(image.shape, np.int16)
+    labels[8:12, 12:18, 12:18] = 2  # oedema
+    median = float(np.median(image[brain]))
+    for kind, level in (("brats", T2_LEVELS["brats"][2]), ("wml", T2_LEVELS["wml"][None]),
+                        ("stroke", T2_LEVELS["stroke"][None])):
+        out = lesion_appearance(image, brain, labels, kind, np.random.default_rng(0), "T2")
+        assert abs(float(out[labels > 0].mean()) - level * median) < 0.05 * level * median
+        assert out[labels > 0].mean() > 1.2 * image[brain].mean() and np.array_equal(out[~brain], image[~brain])
+    t1 = lesion_appearance(image, brain, labels, "wml", np.random.default_rng(0))
+    assert t1[labels > 0].mean() < image[brain].mean()  # the default stays the T1 look

@@ -172,3 +172,29 @@ def test_shipped_comparison_models_are_marked_in_the_selector_and_warned_about()
         assert options.model_warning(cards[name]).startswith(f"Not for clinical reading. This model is {kind}: ")
     assert options.model_warning(None) == ""
     assert options.model_choice({"name": "m", "status": "trained for 2 h"}).label == "m"  # a sentence, not a kind
+
+
+def test_a_volumes_name_or_the_cores_message_names_its_contrast():
+    assert options.contrast_from_name("IXI102-HH-1416_T2") == "T2"
+    assert options.contrast_from_name("sub-01_T2w") == "T2"
+    assert options.contrast_from_name("3: AX FLAIR") == "FLAIR"
+    assert options.contrast_from_name("MPRAGE_sag") == options.contrast_from_name("t1.nii") == "T1"
+    assert options.contrast_from_name("brain") is None and options.contrast_from_name(None) is None
+    assert options.contrast_from_name("T1_T2_ratio") is None  # two contrasts: says nothing
+    assert options.contrast_from_name("T23_scan") is None      # "T23" is no contrast word
+    assert options.contrast_from_message(
+        "x.nii.gz: this looks T2-weighted (or FLAIR; ...); the model reads T1 (...). Choose a T2 model") == "T2"
+    assert options.contrast_from_message("does not look like a brain after registration") is None
+
+
+def test_the_model_for_a_contrast_prefers_the_current_then_a_usable_one():
+    t1 = options.ModelChoice("t1", "t1 (T1)", {"modality": "T1"})
+    ablation = options.ModelChoice("t2-ablation", "x", {"modality": "T2", "status": "an ablation"})
+    t2 = options.ModelChoice("t2", "t2 (T2)", {"modality": "T2"})
+    choices = [t1, ablation, t2]
+    assert options.model_for_contrast(choices, "T2", "t1") == "t2"            # not the ablation
+    assert options.model_for_contrast(choices, "T2", "t2-ablation") == "t2-ablation"  # already reads T2
+    assert options.model_for_contrast(choices, "FLAIR", "t1") == "t2"         # no FLAIR model: T2
+    assert options.model_for_contrast(choices, "T1", "t2") == "t1"
+    assert options.model_for_contrast(choices, None, "t1") is None
+    assert options.model_for_contrast([t1], "T2", "t1") is None               # none reads it: keep

@@ -812,3 +812,24 @@ def test_cancel_stops_a_real_uadc_worker_and_leaves_the_scene_unchanged(monkeypa
         assert env.widget._run is None and "Cancelled" in env.ui.stageLabel.text and not env.errors
         assert not run.work_dir.exists() and env.scene.GetNumberOfNodes() == nodes_before
         assert p.anomalyMapVolume is None and env.ui.detectButton.text == "Detect anomalies"
+
+
+def test_a_t2_or_flair_volume_preselects_a_t2_model_and_the_user_can_still_choose(env, monkeypatch):
+    options = env.module.options
+    monkeypatch.setattr(options, "model_choices", lambda: [
+        options.ModelChoice("tiny-test", "tiny-test (T1)", {"modality": "T1"}),
+        options.ModelChoice("tiny-t2", "tiny-t2 (T2)", {"modality": "T2"})])
+    env.widget.populateModels()
+    p = env.widget._parameterNode
+    assert p.model == "tiny-test"
+    p.inputVolume = add_volume(env, "IXI102-HH-1416_T2")
+    assert p.model == "tiny-t2" and env.ui.modelComboBox.currentData == "tiny-t2"
+    env.ui.modelComboBox.setCurrentIndex(env.ui.modelComboBox.findData("tiny-test"))  # the user's choice
+    assert p.model == "tiny-test"
+    p.inputVolume = add_volume(env, "3: AX FLAIR", offset=5.0)
+    assert p.model == "tiny-t2"
+    p.inputVolume = add_volume(env, "brain", offset=9.0)  # the name says nothing: the choice stays
+    assert p.model == "tiny-t2"
+    env.widget.preselectModel(options.contrast_from_message(
+        "scan.nii.gz: this looks T1-weighted (white/grey matter ratio 1.33); the model reads T2"))
+    assert p.model == "tiny-test"

@@ -34,8 +34,8 @@ MIN_TRAINING_PERSONS = 2
 STATISTICS_RULE = (f"training persons with {VALIDATION_PERCENT} <= int(sha256(subject_id).hexdigest(), 16) % 100 < "
                    f"{STATISTICS_PERCENT} are held out of training as the statistics cohort (healthy statistics "
                    f"of brains the model never saw); in a small cohort the persons with the next smallest values "
-                   f"join it until {MIN_HELD_OUT_PERSONS} persons are held out in all (validation included), "
-                   f"as long as {MIN_TRAINING_PERSONS} persons still train")
+                   f"join it until it holds {MIN_HELD_OUT_PERSONS}, as long as {MIN_TRAINING_PERSONS} persons "
+                   f"still train (a cohort too small for that fits its statistics on the validation scans too)")
 
 
 def split_value(subject_id: str) -> int:
@@ -80,17 +80,16 @@ def wml_cases(root: Path, modality: str = "t1") -> list[Subject]:
             for case in sorted(Path(root).iterdir()) if case.is_dir()]
 
 
-def split_statistics(training: list[Subject], validation_persons: int = 0) -> tuple[list[Subject], list[Subject]]:
+def split_statistics(training: list[Subject]) -> tuple[list[Subject], list[Subject]]:
     """(training, statistics) by STATISTICS_RULE: the statistics cohort is held out of training
     so that the healthy statistics describe brains the model has not seen."""
     persons = sorted({s.person for s in training}, key=split_value)
     chosen = [p for p in persons if split_value(p) < STATISTICS_PERCENT]
     for person in persons:
-        if len(chosen) + validation_persons >= MIN_HELD_OUT_PERSONS or len(persons) - len(chosen) <= MIN_TRAINING_PERSONS:
+        if len(chosen) >= MIN_HELD_OUT_PERSONS or len(persons) - len(chosen) <= MIN_TRAINING_PERSONS:
             break
         if person not in chosen:
             chosen.append(person)
-    if len(persons) - len(chosen) < MIN_TRAINING_PERSONS:
-        chosen = chosen[: max(0, len(persons) - MIN_TRAINING_PERSONS)]
+    chosen = chosen[: max(0, len(persons) - MIN_TRAINING_PERSONS)]
     held_out = set(chosen)
     return [s for s in training if s.person not in held_out], [s for s in training if s.person in held_out]

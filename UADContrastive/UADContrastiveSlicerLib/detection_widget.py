@@ -185,6 +185,8 @@ class DetectionWidget(VTKObservationMixin):
             selector.sortFilterProxyModel().hiddenNodeIDs = hidden  # an output must not overwrite the input
         if self._run is None:
             self.logic.selectOutputsOfInput(p)
+            if p.inputVolume is not None:
+                self.preselectModel(options.contrast_from_name(p.inputVolume.GetName()))
         # Do not recompute the segment here: the user may have edited it meanwhile.
         self.refreshResultsSection(recomputeSegment=False)
 
@@ -240,6 +242,15 @@ class DetectionWidget(VTKObservationMixin):
         if self._parameterNode:
             self._selectComboData(combo, self._parameterNode.device)
         self.onDeviceChanged()
+
+    def preselectModel(self, contrast) -> None:
+        """Select a model reading `contrast` (from the volume's name, or what the core detected);
+        the user can still choose another."""
+        if self._parameterNode is None:
+            return
+        name = options.model_for_contrast(self._modelChoices, contrast, self._parameterNode.model)
+        if name and name != self._parameterNode.model and self._selectComboData(self.ui.modelComboBox, name):
+            self.onModelChanged()
 
     def onModelChanged(self, index=None) -> None:
         if self._parameterNode and self.ui.modelComboBox.currentData is not None:
@@ -398,9 +409,11 @@ class DetectionWidget(VTKObservationMixin):
                         self.initializeParameterNode()
                     self.refreshResultsSection(adoptReportDefaults=True)
                     self.logic.showResults(results, p.opacity)
+                    self.preselectModel(options.contrast_from_message(" ".join(results.report.get("warnings") or [])))
             else:
                 logging.warning("UADContrastive: the detection failed: %s\n%s", outcome.message, run.stderr_tail)
                 self.ui.stageLabel.text = outcome.message
+                self.preselectModel(options.contrast_from_message(outcome.message))
                 slicer.util.errorDisplay(outcome.message + ("\n\n" + outcome.advice if outcome.advice else ""),
                                          detailedText=run.stderr_tail or None)
         finally:

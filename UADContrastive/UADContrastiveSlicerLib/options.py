@@ -6,6 +6,7 @@ context into Slicer).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from UADContrastiveLib.postprocess.presets import HEALTHY_FPR_PRESETS, PRESET_TOOLTIP  # noqa: F401 - re-exported
@@ -71,6 +72,51 @@ def model_choices() -> list[ModelChoice]:
             return entry
 
     return [model_choice(with_full_card(entry)) for entry in zoo.list_models()]
+
+
+# Words in a volume's name (a file name, or a DICOM series description) that name its contrast.
+CONTRAST_WORDS = {
+    "FLAIR": ("flair", "darkfluid", "tirm"),
+    "T2": ("t2", "t2w", "t2wi", "tse", "t2tse", "t2frfse"),
+    "T1": ("t1", "t1w", "t1wi", "mprage", "spgr", "bravo", "t1c", "t1ce", "t1gd"),
+}
+# What the core says of an input it judged another contrast: "this looks T2-weighted ...".
+LOOKS_PATTERN = re.compile(r"this looks (T1c|T1|T2|FLAIR|PD)-weighted")
+
+
+def contrast_from_name(name: str | None) -> str | None:
+    """T1, T2 or FLAIR when a word of the volume's name says so ("IXI102_T2", "3: AX FLAIR",
+    "sub-01_T2w"), else None; a name naming two contrasts says nothing."""
+    words = {w for w in re.split(r"[^a-z0-9]+", str(name or "").lower()) if w}
+    found = {contrast for contrast, keys in CONTRAST_WORDS.items() if words & set(keys)}
+    return found.pop() if len(found) == 1 else None
+
+
+def contrast_from_message(text: str | None) -> str | None:
+    """The contrast the core detected in an input it warned about or refused, else None."""
+    match = LOOKS_PATTERN.search(str(text or ""))
+    return {"T1c": "T1"}.get(match.group(1), match.group(1)) if match else None
+
+
+def model_for_contrast(choices: list[ModelChoice], contrast: str | None, current: str | None) -> str | None:
+    """The model to preselect for a volume of `contrast`: the current one when it reads that
+    contrast, else the first model listed that does (a FLAIR volume goes to a FLAIR model, else
+    a T2 one: FLAIR is T2-weighted), models to compare against (with a status) last; None when no
+    contrast is known or no model reads it (the current choice stays)."""
+    if not contrast:
+        return None
+    wanted = ("FLAIR", "T2") if contrast == "FLAIR" else (contrast,)
+
+    def reads(choice: ModelChoice, target: str) -> bool:
+        return str(choice.card.get("modality") or "").upper() == target
+
+    for target in wanted:
+        if any(c.name == current and reads(c, target) for c in choices):
+            return current
+        candidates = sorted((c for c in choices if reads(c, target)), key=lambda c: bool(c.card.get("status")))
+        if candidates:
+            return candidates[0].name
+    return None
 
 
 def preset_values(source: dict | None) -> dict[str, float]:
@@ -167,7 +213,7 @@ DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "Apple GPU (MPS)"}
 
 def report_notes(report: dict | None) -> str:
     """What the panel shows from report.json besides the regions: where the model ran and
-    every warning the detection raised (e.g. "the input does not look T1-weighted")."""
+    every warning the detection raised (e.g. "this looks FLAIR-weighted ...; the model reads T1")."""
     report = report or {}
     lines = []
     device = report.get("device")

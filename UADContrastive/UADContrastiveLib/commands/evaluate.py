@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
                    "(real-shape lesions in held-out IXI heads, WML T1, BraTS T1c, healthy heads) over --models")
     p.add_argument("--models", nargs="*", help="with --protocol: model names or folders "
                    "(default: every shipped model, all engines side by side)")
+    p.add_argument("--modality", default="T1", choices=["T1", "T2"], type=str.upper,
+                   help="with --protocol: the T1 sets (default) or the T2 sets (IXI T2 heads with real lesion "
+                        "shapes, WML10 T2 and FLAIR, BraTS FLAIR) for T2 models")
     p.add_argument("--part", default="report", choices=["report", "tuning"],
                    help="with --protocol: the report part (published figures) or the tuning part (choices)")
     p.add_argument("--out-dir", required=True)
@@ -93,7 +96,7 @@ def run(args) -> int:
 
         result = run_protocol(args.models or shipped_model_names(), Path(args.protocol),
                               check_output_root(Path(args.out_dir)), args.part, cases_of, args.device,
-                              log=progress.log)
+                              log=progress.log, modality=args.modality)
         progress.close()
         print((Path(result["out_dir"]) / "table.md").read_text(encoding="utf-8"))
         return EXIT_OK

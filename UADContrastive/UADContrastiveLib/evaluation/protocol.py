@@ -14,6 +14,10 @@ on every set through the same detection path and thresholds rule; the table (mea
 seconds per volume on this machine) goes to OUT/table.md and OUT/table.json, each model/set's
 full report to OUT/<model>/<set>/. The lesioned heads are made once (registration of every
 donor and recipient takes minutes) and kept in the user cache (`evaluation-sets`).
+
+`--modality T2` scores T2 models (and a T2 z-score atlas) on the T2 sets instead (PARTS_T2, in
+`evaluation-sets-t2`): the IXI T2 validation heads with real lesion shapes given a T2
+appearance, the same heads healthy, WML10 T2 and FLAIR, BraTS FLAIR (a contrast shift).
 """
 from __future__ import annotations
 
@@ -41,21 +45,41 @@ NOTES = {
     "wml10_t1": "WML10 T1 (skull-stripped, 0.94 x 0.94 x 3 mm): REAL white-matter lesions, subtle on T1",
     "brats_t1c": "BraTS 2013 T1c (contrast-enhanced T1, z-scored): REAL gliomas; a modality shift from T1",
 }
+PARTS_T2 = {
+    "report": ("report_real_shapes_t2", "report_healthy_t2", "wml10_t2", "wml10_flair", "brats_flair"),
+    "tuning": ("tuning_real_shapes_t2", "tuning_healthy_t2"),
+}
+NOTES.update({
+    "report_real_shapes_t2": "IXI T2 heads of the report part (validation heads of the T2 cohort) with REAL "
+                             "lesion shapes (report-part donors) given a T2 appearance (every kind bright)",
+    "tuning_real_shapes_t2": "IXI T2 heads of the tuning part with REAL lesion shapes (tuning-part donors) "
+                             "given a T2 appearance",
+    "report_healthy_t2": "IXI T2 heads of the report part, healthy: every flagged voxel is a false positive",
+    "tuning_healthy_t2": "IXI T2 heads of the tuning part, healthy",
+    "wml10_t2": "WML10 T2 (skull-stripped, 0.94 x 0.94 x 3 mm): REAL white-matter lesions, bright on T2",
+    "wml10_flair": "WML10 FLAIR: REAL white-matter lesions; a contrast shift from T2",
+    "brats_flair": "BraTS 2013 FLAIR (z-scored): REAL gliomas; a contrast shift from T2",
+})
 TABLE_METRICS = ("auprc", "dice", "best_dice", "fp_fraction")
 
 
-def build_sets(data: Path, sets_dir: Path, log=print) -> dict[str, Path]:
+def parts_of(modality: str) -> dict[str, tuple[str, ...]]:
+    return PARTS_T2 if modality == "T2" else PARTS
+
+
+def build_sets(data: Path, sets_dir: Path, log=print, modality: str = "T1") -> dict[str, Path]:
     """Write (once) the case lists of both parts and the real-lesion sets into sets_dir."""
     from .real_lesions import write_real_shape_sets
-    from .sets import real_lesion_sets
+    from .sets import REAL_LESION_SETS, real_lesion_sets
 
     sets_dir = Path(sets_dir)
-    names = [name for part in PARTS.values() for name in part]
+    names = [name for part in parts_of(modality).values() for name in part]
     paths = {name: sets_dir / f"{name}.csv" for name in names}
-    if not all(paths[n].exists() for n in names if n.endswith(("real_shapes", "healthy"))):
-        write_real_shape_sets(Path(data), sets_dir, log=log)
-    if not all(paths[n].exists() for n in ("wml10_t1", "brats_t1c")):
-        real_lesion_sets(Path(data), sets_dir)
+    if not all(paths[n].exists() for n in names if n not in REAL_LESION_SETS):
+        write_real_shape_sets(Path(data), sets_dir, log=log, modality=modality)
+    real = tuple(n for n in names if n in REAL_LESION_SETS)
+    if not all(paths[n].exists() for n in real):
+        real_lesion_sets(Path(data), sets_dir, real)
     return paths
 
 
@@ -112,14 +136,18 @@ def table_markdown(table: list[dict], part: str) -> str:
 
 
 def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evaluate_cases,
-                 device: str = "auto", log=print) -> dict:
-    """Every model on every set of `part`; `evaluate_cases(detector, cases, dataset) -> (rows,
-    refused cases)`."""
+                 device: str = "auto", log=print, modality: str = "T1", rule=None) -> dict:
+    """Every model on every set of `part` (of the T1 or the T2 sets); `evaluate_cases(detector,
+    cases, dataset) -> (rows, refused cases)`. On the tuning part, `rule(detector, paths, data,
+    lesion_rows, log, modality)` (the shipping rule by default) gives each model's verdict."""
+    rule = rule or shipping_rule
     from ..detection.detector import Detector
     from ..resources import user_cache_dir
 
     out_dir = Path(out_dir)
-    paths = build_sets(data, user_cache_dir() / "evaluation-sets", log=log)
+    sets_folder = "evaluation-sets-t2" if modality == "T2" else "evaluation-sets"
+    paths = build_sets(data, user_cache_dir() / sets_folder, log=log, modality=modality)
+    suffix = "_t2" if modality == "T2" else ""
     results: dict = {}
     rules: list[dict] = []
     refused: dict = {}
@@ -129,7 +157,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
         name = f"{detector.card.name} {detector.card.version}"
         results[name], refused[name] = {}, {}
         training_minutes[name] = detector.card.training.get("wall_time_minutes")
-        for set_name in PARTS[part]:
+        for set_name in parts_of(modality)[part]:
             cases = read_cases_csv(paths[set_name])
             start = time.perf_counter()
             rows, refused[name][set_name] = evaluate_cases(detector, cases, set_name)
@@ -140,9 +168,10 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
                                         {set_name: NOTES[set_name]})
             results[name][set_name] = rows
         if part == "tuning":
-            rules.append(shipping_rule(detector, paths, data, results[name].get("tuning_real_shapes") or [], log))
+            rules.append(rule(detector, paths, data, results[name].get(f"tuning_real_shapes{suffix}") or [], log,
+                              modality))
     table = table_rows(results, training_minutes, refused)
-    kinds, kinds_text = per_kind(results, f"{part}_real_shapes")
+    kinds, kinds_text = per_kind(results, f"{part}_real_shapes{suffix}")
     write_text(json.dumps({"part": part, "table": table, "per_kind": kinds, "shipping_rule": rules}, indent=2)
                + "\n", out_dir / "table.json")
     write_text(table_markdown(table, part) + kinds_text + "".join(f"\n```\n{r['text']}\n```\n" for r in rules),
@@ -175,14 +204,39 @@ def shipped_reference(name: str) -> tuple[str, float | None]:
     return f"{card.name} {card.version}", tuning.get("auprc")
 
 
-def shipping_rule(detector, paths: dict, data: Path, lesion_rows: list[dict], log=print) -> dict:
+def shipping_rule(detector, paths: dict, data: Path, lesion_rows: list[dict], log=print, modality: str = "T1") -> dict:
     """The shipping rule's verdict for one model (evaluation.shipping_rule), logged."""
     from .shipping_rule import apply_rule, skull_stripped_twins
 
-    healthy = read_cases_csv(paths["tuning_healthy"])
-    twins = skull_stripped_twins(healthy, Path(data) / "ixi_t1", paths["tuning_healthy"].parent / "skull_stripped")
+    if modality == "T2":
+        healthy = read_cases_csv(paths["tuning_healthy_t2"])
+        twins = t2_skull_stripped_twins(healthy, paths["tuning_healthy_t2"].parent)
+    else:
+        healthy = read_cases_csv(paths["tuning_healthy"])
+        twins = skull_stripped_twins(healthy, Path(data) / "ixi_t1", paths["tuning_healthy"].parent / "skull_stripped")
     auprcs = [r["auprc"] for r in lesion_rows if r.get("auprc") is not None]
     result = apply_rule(detector, healthy, twins, float(np.mean(auprcs)) if auprcs else None,
                         shipped_reference(detector.card.name))
     log(result["text"])
     return result
+
+
+def t2_skull_stripped_twins(healthy_cases: list[dict], sets_dir: Path) -> list[dict]:
+    """Each healthy T2 head times its carried brain mask (the cohort folder the sets were made
+    with), written once: the T2 counterpart of shipping_rule.skull_stripped_twins."""
+    import SimpleITK as sitk
+
+    from ..io import image_like, read_mask, read_volume, write_volume
+
+    out_dir = Path(sets_dir) / "skull_stripped"
+    twins = []
+    for case in healthy_cases:
+        path = out_dir / f"{case['id']}_skull_stripped.nii.gz"
+        if not path.exists():
+            image = read_volume(case["image"])
+            # the case id is the scan's id in the cohort folder: <ID>_T2, its mask <ID>_T2_brain_mask
+            mask = read_mask(Path(sets_dir) / "ixi-t2-cohort" / f"{case['id']}_brain_mask.nii.gz", image)
+            stripped = sitk.GetArrayFromImage(image) * (sitk.GetArrayFromImage(mask) > 0)
+            write_volume(image_like(stripped.astype(np.float32), image), path)
+        twins.append({"id": f"{case['id']} skull-stripped", "image": path})
+    return twins

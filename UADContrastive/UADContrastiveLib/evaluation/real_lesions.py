@@ -10,6 +10,12 @@ necrosis dark, tumour core darker than grey matter, oedema mildly hypointense; w
 lesions mildly hypointense; stroke hypointense), with a soft one-voxel edge and smooth
 texture. No lesion here comes from the generator the encoder trains against
 (`corruptions`), and every choice is made on the tuning donors, never the report donors.
+
+With modality "T2" the recipients are the IXI T2 heads (the validation heads of the T2 cohort
+folder, training.ixi_t2_cohort, registered to the T2 template; donors still to the T1 one:
+both templates share the MNI grid) and the lesions get a T2 appearance relative to the brain's
+median: gliomas bright (necrosis brightest, then oedema, tumour core), white-matter lesions
+and stroke bright. The T1 sets are made exactly as before.
 """
 from __future__ import annotations
 
@@ -30,6 +36,16 @@ T1_LEVELS = {
     "wml": {None: 0.75},
     "stroke": {None: 0.50},
 }
+# T2: lesion level as a multiple of the recipient brain's median (grey and white matter alike
+# in the IXI T2 heads), bright for every kind.
+T2_LEVELS = {
+    "brats": {1: 1.8, 2: 1.5, 3: 1.4, 4: 1.3},
+    "wml": {None: 1.4},
+    "stroke": {None: 1.5},
+}
+# (levels, percentile of the recipient's brain intensities the levels multiply)
+APPEARANCES = {"T1": (T1_LEVELS, 90), "T2": (T2_LEVELS, 50)}
+SET_SUFFIX = {"T1": "", "T2": "_t2"}  # the T1 sets keep their names
 TEXTURE_SD = 0.05        # relative, smooth (sigma 2 voxels)
 EDGE_SIGMA_VOXELS = 0.7  # soft lesion border
 MIN_INSIDE_BRAIN = 0.8   # a placement keeping less of the lesion inside the brain is refused
@@ -107,16 +123,17 @@ def place_lesion(donor_labels: sitk.Image, donor_transform: sitk.Transform, reci
     return out
 
 
-def t1_lesion_appearance(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, kind: str,
-                         rng: np.random.Generator) -> np.ndarray:
-    """The recipient's intensities with the lesion given a T1 look (see the module docstring)."""
+def lesion_appearance(image: np.ndarray, brain: np.ndarray, labels: np.ndarray, kind: str,
+                      rng: np.random.Generator, modality: str = "T1") -> np.ndarray:
+    """The recipient's intensities with the lesion given a T1 or T2 look (see the module docstring)."""
     image = image.astype(np.float32)
-    white_matter = float(np.percentile(image[brain], 90))
-    levels = T1_LEVELS[kind]
+    all_levels, percentile = APPEARANCES[modality]
+    reference = float(np.percentile(image[brain], percentile))
+    levels = all_levels[kind]
     target = np.zeros(image.shape, np.float32)
     for value in np.unique(labels[labels > 0]):
         level = levels.get(int(value), levels.get(None, 0.6))
-        target[labels == value] = level * white_matter
+        target[labels == value] = level * reference
     texture = ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 2.0)
     texture *= TEXTURE_SD / max(float(texture.std()), 1e-6)
     weight = ndimage.gaussian_filter((labels > 0).astype(np.float32), EDGE_SIGMA_VOXELS)
@@ -129,7 +146,7 @@ def t1_lesion_appearance(image: np.ndarray, brain: np.ndarray, labels: np.ndarra
 
 
 def make_case(donor: Donor, donor_transform: sitk.Transform, recipient: Subject,
-              recipient_transform: sitk.Transform, seed: int) -> tuple[sitk.Image, sitk.Image]:
+              recipient_transform: sitk.Transform, seed: int, modality: str = "T1") -> tuple[sitk.Image, sitk.Image]:
     """(lesioned recipient image, lesion mask uint8), both on the recipient's grid."""
     image = read_volume(recipient.image)
     brain = sitk.GetArrayFromImage(read_mask(recipient.brain_mask, image)) > 0
@@ -143,12 +160,22 @@ def make_case(donor: Donor, donor_transform: sitk.Transform, recipient: Subject,
         raise ValueError(f"donor {donor.id} lands {inside.sum()}/{placed} voxels inside {recipient.id}'s brain")
     labels = np.where(brain, labels, 0)
     rng = np.random.default_rng(seed)
-    lesioned = t1_lesion_appearance(sitk.GetArrayFromImage(image), brain, labels, donor.kind, rng)
+    lesioned = lesion_appearance(sitk.GetArrayFromImage(image), brain, labels, donor.kind, rng, modality)
     return image_like(lesioned, image), image_like((labels > 0).astype(np.uint8), image)
 
 
 def healthy_parts(ixi_root: Path) -> dict[str, list[Subject]]:
     validation = [s for s in ixi_subjects(ixi_root) if is_validation(s.id)]
+    return {part: [s for s in validation if validation_part(s.id) == part] for part in ("tuning", "report")}
+
+
+def t2_healthy_parts(cohort_folder: Path) -> dict[str, list[Subject]]:
+    """The tuning and report heads of the IXI T2 cohort folder: its validation scans by the split
+    `uadc train` makes of it, with their carried brain masks."""
+    from ..datasets import split
+    from ..training.cohort import read_cohort
+
+    _, validation = split(read_cohort(cohort_folder).subjects)
     return {part: [s for s in validation if validation_part(s.id) == part] for part in ("tuning", "report")}
 
 
@@ -172,18 +199,28 @@ def pair_seed(donor: Donor, recipient: Subject) -> int:
     return int(hashlib.sha256(f"{donor.id}>{recipient.id}".encode()).hexdigest(), 16) % 2**32
 
 
-def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> dict[str, Path]:
+def write_real_shape_sets(data: Path, out: Path, template=None, log=print, modality: str = "T1") -> dict[str, Path]:
     """Write <part>_real_shapes.csv and <part>_healthy.csv (part = tuning, report) under `out`, with
     the lesioned heads and masks in out/images. The donors of a part land in recipients of the
-    same part as `part_pairs` pairs them; refused placements are logged and skipped."""
+    same part as `part_pairs` pairs them; refused placements are logged and skipped. With
+    modality "T2" the recipients are the IXI T2 heads (written as a cohort folder into
+    out/ixi-t2-cohort) and the lesions look T2."""
     from ..io import write_volume
-    from ..preprocess.templates import load_template
+    from ..preprocess.templates import T2_TEMPLATE, load_template
     from .sets import healthy_case, write_cases_csv
 
     template = template or load_template()
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    parts = healthy_parts(Path(data) / "ixi_t1")
+    recipient_template = template
+    if modality == "T2":
+        from ..training.ixi_t2_cohort import write_ixi_t2_folder
+
+        write_ixi_t2_folder(Path(data), out / "ixi-t2-cohort")
+        parts = t2_healthy_parts(out / "ixi-t2-cohort")
+        recipient_template = load_template(name=T2_TEMPLATE)
+    else:
+        parts = healthy_parts(Path(data) / "ixi_t1")
     all_donors = donors(Path(data) / "lesions")
     transforms: dict[str, sitk.Transform] = {}
     paths = {}
@@ -192,13 +229,13 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
         part_donors = [d for d in all_donors if donor_part(d) == part]
         pairs = part_pairs(part, part_donors, recipients)
         for donor, recipient in pairs:
-            for key, image, brain in ((donor.id, donor.image, donor.brain_mask),
-                                      (recipient.id, recipient.image, recipient.brain_mask)):
+            for key, image, brain, registered_to in ((donor.id, donor.image, donor.brain_mask, template),
+                                                     (recipient.id, recipient.image, None, recipient_template)):
                 if key not in transforms:
-                    transforms[key] = template_transform(image, brain if key == donor.id else None, template)
+                    transforms[key] = template_transform(image, brain, registered_to)
             try:
                 lesioned, mask = make_case(donor, transforms[donor.id], recipient, transforms[recipient.id],
-                                           pair_seed(donor, recipient))
+                                           pair_seed(donor, recipient), modality)
             except ValueError as error:
                 log(f"skipped: {error}")
                 continue
@@ -206,10 +243,12 @@ def write_real_shape_sets(data: Path, out: Path, template=None, log=print) -> di
             image_path = write_volume(lesioned, out / "images" / f"{case}.nii.gz")
             mask_path = write_volume(mask, out / "images" / f"{case}_lesion.nii.gz")
             rows.append({"id": case, "image": image_path, "lesion_mask": mask_path, "brain_mask": "",
-                         "dataset": f"{part}_real_shapes"})
+                         "dataset": f"{part}_real_shapes{SET_SUFFIX[modality]}"})
             log(f"{part}: {case} ({int(sitk.GetArrayViewFromImage(mask).sum())} lesion voxels)")
-        healthy = [healthy_case(recipient, out / "images", f"{part}_healthy") for recipient in recipients]
-        for name, table in ((f"{part}_real_shapes", rows), (f"{part}_healthy", healthy)):
+        healthy = [healthy_case(recipient, out / "images", f"{part}_healthy{SET_SUFFIX[modality]}")
+                   for recipient in recipients]
+        for name, table in ((f"{part}_real_shapes{SET_SUFFIX[modality]}", rows),
+                            (f"{part}_healthy{SET_SUFFIX[modality]}", healthy)):
             paths[name] = out / f"{name}.csv"
             write_cases_csv(paths[name], table)
     return paths

@@ -1,10 +1,11 @@
 """Case lists for `uadc evaluate` on the shared data, in the format `--cases` reads.
 
-real_lesion_sets(data, out) writes out/<set>.csv for:
+real_lesion_sets(data, out) writes out/<set>.csv for the real lesion sets (REAL_LESION_SETS):
   wml10_t1       the ten WML T1 scans (T1, real white-matter lesions, subtle on T1),
-  brats_t1c      the six BraTS T1c scans (contrast-enhanced T1: a modality shift, real gliomas).
-healthy_case(...) makes a healthy head a case (its all-zero lesion mask is written beside the
-other generated files, never into the repository).
+  brats_t1c      the BraTS T1c scans (contrast-enhanced T1: a modality shift, real gliomas),
+and for T2 models wml10_t2, wml10_flair and brats_flair. healthy_case(...) makes a healthy head
+a case (its all-zero lesion mask is written beside the other generated files, never into the
+repository).
 """
 from __future__ import annotations
 
@@ -35,16 +36,22 @@ def healthy_case(subject, images_dir: Path, dataset: str) -> dict:
             "brain_mask": "", "dataset": dataset}
 
 
-def real_lesion_sets(data: Path, out: Path) -> dict[str, Path]:
-    """wml10_t1.csv and brats_t1c.csv: the real lesion cases as they are, with their brain masks."""
-    sets = {
-        "wml10_t1": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
-                      "brain_mask": c.brain_mask.resolve(), "dataset": "wml10_t1"}
-                     for c in wml_cases(Path(data) / "lesions" / "wml10")],
-        "brats_t1c": [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
-                       "brain_mask": c.brain_mask.resolve(), "dataset": "brats_t1c"}
-                      for c in brats_cases(Path(data) / "lesions" / "brats2013")],
-    }
+REAL_LESION_SETS = {  # set name: (data set, its image's modality)
+    "wml10_t1": ("wml10", "t1"), "brats_t1c": ("brats2013", "t1c"),
+    "wml10_t2": ("wml10", "t2"), "wml10_flair": ("wml10", "flair"), "brats_flair": ("brats2013", "flair"),
+}
+
+
+def real_lesion_sets(data: Path, out: Path, names: tuple[str, ...] = ("wml10_t1", "brats_t1c")) -> dict[str, Path]:
+    """<name>.csv for each of `names` (REAL_LESION_SETS): the real lesion cases as they are, with
+    their brain masks (wml10_t1 and brats_t1c for T1 models; wml10_t2, wml10_flair and brats_flair
+    for T2 models)."""
+    sets = {}
+    for name in names:
+        folder, modality = REAL_LESION_SETS[name]
+        cases = (wml_cases if folder == "wml10" else brats_cases)(Path(data) / "lesions" / folder, modality)
+        sets[name] = [{"id": c.id, "image": c.image.resolve(), "lesion_mask": c.lesion_mask.resolve(),
+                       "brain_mask": c.brain_mask.resolve(), "dataset": name} for c in cases]
     paths = {}
     for name, rows in sets.items():
         paths[name] = Path(out) / f"{name}.csv"

@@ -43,8 +43,8 @@ from .real_lesions import (
     donor_part,
     donors,
     healthy_parts,
+    lesion_appearance,
     place_lesion,
-    t1_lesion_appearance,
     template_transform,
 )
 
@@ -99,7 +99,7 @@ def tuning_cases(data: Path, template, seed: int = 0) -> tuple[list[GridCase], l
             if (inside > 0).sum() < 0.8 * max(1, (on_grid > 0).sum()) or not (inside > 0).any():
                 continue
             rng = np.random.default_rng(seed + 100 * d_index + k)
-            volume = t1_lesion_appearance(head.volume, head.brain, inside, donor.kind, rng)
+            volume = lesion_appearance(head.volume, head.brain, inside, donor.kind, rng)
             lesioned.append(GridCase(f"{head.id}+{donor.kind}-{donor.id}", volume, head.brain, inside > 0,
                                      head.volume))
     return heads, lesioned
@@ -107,7 +107,7 @@ def tuning_cases(data: Path, template, seed: int = 0) -> tuple[list[GridCase], l
 
 def statistics_heads(data: Path) -> list[GridCase]:
     training, validation = split(ixi_subjects(data / "ixi_t1"))
-    cohort = split_statistics(training, len({s.person for s in validation}))[1]
+    cohort = split_statistics(training)[1]
     return [GridCase(s.id, *slice_cache.load_subject(s.id)) for s in cohort if slice_cache.cache_path(s.id).exists()]
 
 

@@ -1,4 +1,6 @@
-"""Building the shipped template (`uadc template`, maintainers only) from IXI training subjects.
+"""Building the shipped templates (`uadc template`, maintainers only) from IXI training subjects:
+the T1 head template and its label atlas from ../shared/data/ixi_t1, the T2 head template from
+the IXI T2 cohort folder (training.ixi_t2_cohort) with `--modality T2`.
 
 Kept apart from `templates` (which only loads it at run time) because building runs the
 preprocessing pipeline, which itself needs the loaded template.
@@ -19,9 +21,9 @@ from .intensity import INTENSITY_RANGE
 from .templates import (
     ATLAS_FILE,
     ATLAS_TABLE_FILE,
-    BRAIN_PROBABILITY_FILE,
-    HEAD_FILE,
     SHIPPED_TEMPLATE,
+    T2_TEMPLATE,
+    TEMPLATE_KINDS,
     ModelGrid,
     Template,
     load_template,
@@ -59,18 +61,21 @@ class LabelVote:
         return np.argmax(self.counts, axis=0).astype(np.uint16).reshape(self.shape)
 
 
-def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Path, grid: ModelGrid | None = None,
-                   progress=None) -> Template:
-    """Average the whole heads and brain masks of (image, parcellation) pairs in MNI space, and
-    fuse their DLMUSE labels into the label atlas.
+def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Path | None,
+                   grid: ModelGrid | None = None, progress=None, name: str = SHIPPED_TEMPLATE,
+                   rebuild: str = "") -> Template:
+    """Average the whole heads and brain masks of (image, parcellation or brain mask) pairs in MNI
+    space into the template `name` (TEMPLATE_KINDS), and with `dlmuse_dir` fuse their DLMUSE
+    labels into the label atlas.
 
-    Each brain (parcellation > 0) is registered like-with-like to the MNI152 brain; the head and
-    the mask are then resampled on the model grid with that transform (linearly), the labels
-    with the same transform (nearest neighbour) and fused by majority vote (LabelVote). The
-    atlas's table names its labels from DLMUSE's lists in `dlmuse_dir` (rois.csv, derived.csv).
+    Each brain (mask > 0) is registered to the MNI152 brain, brain to brain (mutual information,
+    so a T2 brain registers as a T1 one does); the head and the mask are then resampled on the
+    model grid with that transform (linearly), the labels with the same transform (nearest
+    neighbour) and fused by majority vote (LabelVote). The atlas's table names its labels from
+    DLMUSE's lists in `dlmuse_dir` (rois.csv, derived.csv). The template's own table records its
+    files' sha256, its heads and `rebuild`, the command that made it.
     """
     from ..io import read_mask, read_volume, write_text, write_volume
-    from ..outputs.anatomy import AnatomyNames
     from .pipeline import preprocess, resample
 
     grid = grid or ModelGrid()
@@ -78,7 +83,7 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Pa
     reference = grid.reference()
     head_sum = np.zeros(reference.GetSize()[::-1], np.float64)
     mask_sum = np.zeros_like(head_sum)
-    vote = LabelVote(head_sum.shape, len(pairs))
+    vote = LabelVote(head_sum.shape, len(pairs)) if dlmuse_dir else None
     for index, (image_path, parcellation_path) in enumerate(pairs):
         image = read_volume(image_path)
         mask = read_mask(parcellation_path, image)
@@ -87,18 +92,35 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Pa
         low, high = result.intensity_range
         head_sum += np.clip((head - low) / (high - low), *INTENSITY_RANGE) / INTENSITY_RANGE[1]
         mask_sum += sitk.GetArrayViewFromImage(result.brain_mask_model)
-        labels = sitk.ReadImage(str(parcellation_path), sitk.sitkUInt8)
-        vote.add(sitk.GetArrayViewFromImage(resample(labels, reference, result.transform, sitk.sitkNearestNeighbor)))
+        if vote is not None:
+            labels = sitk.ReadImage(str(parcellation_path), sitk.sitkUInt8)
+            vote.add(sitk.GetArrayViewFromImage(resample(labels, reference, result.transform,
+                                                         sitk.sitkNearestNeighbor)))
         if progress:
             progress(index + 1, len(pairs))
     head = sitk.GetImageFromArray(np.round(255 * head_sum / len(pairs)).astype(np.uint8))
     probability = sitk.GetImageFromArray(np.round(255 * mask_sum / len(pairs)).astype(np.uint8))
-    atlas = sitk.GetImageFromArray(vote.result())
-    for image in (head, probability, atlas):
+    for image in (head, probability):
         image.CopyInformation(reference)
+    kind = TEMPLATE_KINDS[name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_volume(head, out_dir / HEAD_FILE)
-    write_volume(probability, out_dir / BRAIN_PROBABILITY_FILE)
+    files = [write_volume(head, out_dir / kind.head_file), write_volume(probability, out_dir / kind.probability_file)]
+    write_text(json.dumps({"template": name, "modality": kind.modality,
+                           "sha256": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files},
+                           "heads": [Path(image_path).name for image_path, _ in pairs], "rebuild": rebuild},
+                          indent=1), out_dir / kind.table)
+    if vote is not None:
+        write_atlas(vote, reference, pairs, out_dir, dlmuse_dir)
+    return load_template(out_dir, grid, name)
+
+
+def write_atlas(vote: LabelVote, reference: sitk.Image, pairs: list, out_dir: Path, dlmuse_dir: Path) -> None:
+    """The fused DLMUSE label atlas and its table (names, sha256, how it was made)."""
+    from ..io import write_text, write_volume
+    from ..outputs.anatomy import AnatomyNames
+
+    atlas = sitk.GetImageFromArray(vote.result())
+    atlas.CopyInformation(reference)
     write_volume(atlas, out_dir / ATLAS_FILE)
     names = AnatomyNames.from_dlmuse(dlmuse_dir / "rois.csv", dlmuse_dir / "derived.csv",
                                      np.unique(sitk.GetArrayViewFromImage(atlas)))
@@ -110,14 +132,29 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Pa
              "rebuild": f"uadc template --data <ixi_t1> --count {len(pairs)}",
              "labels": names.to_json()}
     write_text(json.dumps(table, indent=1), out_dir / ATLAS_TABLE_FILE)
-    return load_template(out_dir, grid)
 
 
 def run_template(args) -> int:
-    """`uadc template`: rebuild the shipped template and its label atlas from the first N IXI
-    training subjects."""
-    from ..datasets import ixi_subjects, split
+    """`uadc template`: rebuild a shipped template from the first N training subjects: the T1
+    template and its label atlas from the IXI T1 folder, or (`--modality T2`) the T2 head template
+    from a cohort folder of T2 heads with brain masks (training.ixi_t2_cohort writes one)."""
     from ..progress import Progress
+
+    t2 = str(args.modality).upper() == "T2"
+    pairs, dlmuse_dir = t2_template_pairs(Path(args.data), args.count) if t2 else t1_template_pairs(args)
+    progress = Progress()
+    name = T2_TEMPLATE if t2 else SHIPPED_TEMPLATE
+    rebuild = (f"uadc template --modality T2 --data <ixi-t2 cohort folder> --count {args.count}" if t2
+               else f"uadc template --data <ixi_t1> --count {args.count}")
+    build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir, name=name, rebuild=rebuild,
+                   progress=lambda done, total: progress(TEMPLATE, done / total, f"{done}/{total} subjects"))
+    progress.close()
+    return EXIT_OK
+
+
+def t1_template_pairs(args) -> tuple[list[tuple[Path, Path]], Path]:
+    """(image, DLMUSE parcellation) of the first IXI T1 training subjects, and DLMUSE's label lists."""
+    from ..datasets import ixi_subjects, split
 
     training, _ = split(ixi_subjects(Path(args.data)))
     pairs = [(s.image, s.brain_mask) for s in training[: args.count] if s.brain_mask is not None]
@@ -129,8 +166,18 @@ def run_template(args) -> int:
     if not (dlmuse_dir / "rois.csv").exists() or not (dlmuse_dir / "derived.csv").exists():
         raise InputError(dlmuse_dir, "lacks DLMUSE's label lists rois.csv and derived.csv (the atlas's names).",
                          "Point --data to ../shared/data/ixi_t1.")
-    progress = Progress()
-    build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir,
-                   progress=lambda done, total: progress(TEMPLATE, done / total, f"{done}/{total} subjects"))
-    progress.close()
-    return EXIT_OK
+    return pairs, dlmuse_dir
+
+
+def t2_template_pairs(folder: Path, count: int) -> tuple[list[tuple[Path, Path]], None]:
+    """(T2 head, brain mask) of the first training scans of a cohort folder, split as `uadc train`
+    splits it (so the template never holds a validation head); no label atlas (the T1 one serves)."""
+    from ..datasets import split
+    from ..training.cohort import read_cohort
+
+    training, _ = split(read_cohort(folder).subjects)
+    pairs = [(s.image, s.brain_mask) for s in training[:count] if s.brain_mask is not None]
+    if not pairs:
+        raise InputError(folder, "holds no training scans with brain masks (<scan>_brain_mask.nii.gz).",
+                         "Write the IXI T2 cohort with `python -m UADContrastiveLib.training.ixi_t2_cohort`.")
+    return pairs, None

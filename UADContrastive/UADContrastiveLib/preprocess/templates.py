@@ -10,6 +10,8 @@ brain masks averaged on the model grid. A whole-head template lets us register
 whole-head input like-with-like (a brain-only template stretched over a head gives
 Dice ~0.5), and an IXI-built head matches the scanner population of the training data.
 Beside it ships the DLMUSE label atlas of the same heads (`load_atlas`), which names findings.
+A T2 head template of the same kind (TEMPLATE_KINDS) is built from the IXI T2 training heads;
+both lie on the same MNI model grid, so the one label atlas names findings on either.
 """
 from __future__ import annotations
 
@@ -25,10 +27,31 @@ from .registration import Pyramid
 HEAD_FILE = "ixi_head_2mm.nii.gz"
 BRAIN_PROBABILITY_FILE = "ixi_brain_probability_2mm.nii.gz"
 SHIPPED_TEMPLATE = "ixi-head-2mm"
+T2_TEMPLATE = "ixi-t2-head-2mm"
 # The DLMUSE label atlas of the same heads (majority vote on the model grid) and its table:
 # label names and lobes (outputs.anatomy), the atlas file's sha256 and how it was made.
 ATLAS_FILE = "ixi_dlmuse_atlas_2mm.nii.gz"
 ATLAS_TABLE_FILE = "ixi_dlmuse_atlas_2mm.json"
+
+
+@dataclass(frozen=True)
+class TemplateKind:
+    """A template's name (the card's `template` field), the contrast of its heads and its files.
+    `table` records the files' sha256, the heads and the rebuild command; a template whose table
+    exists is checked against it on loading."""
+
+    name: str
+    modality: str
+    head_file: str
+    probability_file: str
+    table: str
+
+
+TEMPLATE_KINDS = {
+    SHIPPED_TEMPLATE: TemplateKind(SHIPPED_TEMPLATE, "T1", HEAD_FILE, BRAIN_PROBABILITY_FILE, "ixi_head_2mm.json"),
+    T2_TEMPLATE: TemplateKind(T2_TEMPLATE, "T2", "ixi_t2_head_2mm.nii.gz", "ixi_t2_brain_probability_2mm.nii.gz",
+                              "ixi_t2_head_2mm.json"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,7 @@ class Template:
     brain_probability: sitk.Image  # 0..1, on the model grid
     grid: ModelGrid
     name: str = SHIPPED_TEMPLATE
+    modality: str = "T1"  # the contrast of its heads: what the brain-resemblance check compares against
     # Derived images made on first use and kept for every later subject (a Detector keeps its
     # template for all its inputs): the skull-stripped brain and the registration pyramids.
     _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -97,19 +121,37 @@ class Template:
         identity = sitk.Transform(3, sitk.sitkIdentity)
         head, probability = (sitk.Resample(image, reference, identity, sitk.sitkLinear, 0.0)
                              for image in (self.head, self.brain_probability))
-        return Template(head, probability, grid, self.name)
+        return Template(head, probability, grid, self.name, self.modality)
 
 
-def load_template(folder: Path = TEMPLATES, grid: ModelGrid | None = None) -> Template:
-    head_path, probability_path = folder / HEAD_FILE, folder / BRAIN_PROBABILITY_FILE
+def load_template(folder: Path = TEMPLATES, grid: ModelGrid | None = None, name: str = SHIPPED_TEMPLATE) -> Template:
+    """The template `name` (TEMPLATE_KINDS) from `folder`, checked against its table's sha256
+    where the table exists."""
+    kind = TEMPLATE_KINDS[name]
+    head_path, probability_path = folder / kind.head_file, folder / kind.probability_file
     if not head_path.exists():
         raise FileNotFoundError(f"template {head_path} is missing; rebuild it with `uadc template` "
                                 "or reinstall the extension.")
+    _check_table(folder / kind.table, (head_path, probability_path))
     head = sitk.Cast(sitk.ReadImage(str(head_path)), sitk.sitkFloat32) / 255.0
     probability = sitk.Cast(sitk.ReadImage(str(probability_path)), sitk.sitkFloat32) / 255.0
     grid = grid or ModelGrid(tuple(head.GetSize()), float(head.GetSpacing()[0]),
                              tuple(_center(head)))
-    return Template(head, probability, grid)
+    return Template(head, probability, grid, kind.name, kind.modality)
+
+
+def _check_table(table_path: Path, files: tuple[Path, ...]) -> None:
+    import hashlib
+    import json
+
+    if not table_path.exists():
+        return
+    recorded = json.loads(table_path.read_text())["sha256"]
+    for path in files:
+        if hashlib.sha256(path.read_bytes()).hexdigest() != recorded.get(path.name):
+            raise ValueError(f"template file {path} does not match the checksum in {table_path.name}; "
+                             f"rebuild it with `{json.loads(table_path.read_text()).get('rebuild', 'uadc template')}` "
+                             "or reinstall the extension.")
 
 
 def load_atlas(folder: Path = TEMPLATES):
@@ -138,10 +180,18 @@ def template_for_model(name: str, grid: ModelGrid, card_path=None) -> Template:
     this version does not ship (running on another template would silently misplace the brain)."""
     from ..errors import ModelError
 
-    if name != SHIPPED_TEMPLATE:
+    if name not in TEMPLATE_KINDS:
         raise ModelError(card_path, f"field 'template' names {name!r}, but this version ships only "
-                         f"{SHIPPED_TEMPLATE!r}.", "Use a model made for this template, or update UADContrastive.")
-    return load_template().on_grid(grid)
+                         f"{' and '.join(repr(k) for k in TEMPLATE_KINDS)}.",
+                         "Use a model made for these templates, or update UADContrastive.")
+    return load_template(name=name).on_grid(grid)
+
+
+def template_for_modality(modality: str) -> str:
+    """The name of the shipped template a new model of this contrast registers to: the T2 head
+    template for T2 (whole T2 heads register to it with brain-mask Dice 0.90 against 0.70 to the
+    T1 one, docs/t2.md), the T1 template for every other contrast."""
+    return T2_TEMPLATE if str(modality).upper() == "T2" else SHIPPED_TEMPLATE
 
 
 def _center(image: sitk.Image) -> np.ndarray:

@@ -69,7 +69,7 @@ def statistics_scans(card, data: Path) -> tuple[list[Subject], str]:
         # IXI's validation scans are the evaluation's tuning and report heads, never fitted on. A model
         # older than the statistics cohort was trained on every training scan: it gets the cohort the
         # rule holds out now, and its card says they were seen in its training.
-        statistics = split_statistics(training, len({s.person for s in held_out}))[1]
+        statistics = split_statistics(training)[1]
         return statistics, ("the statistics cohort of the IXI split (datasets.STATISTICS_RULE); this model "
                             "predates it and was trained on these scans too")
     return held_out, f"held-out scans ({rule})"

@@ -197,9 +197,9 @@ def prepare_cohort(config: dict, data_root: str | Path | None, dist_=None, say=_
         raise InputError(None, "no training data: give --data (a folder of scans, a CSV or the IXI folder).")
     cohort = read_cohort(data_root)
     cache_dir = cohort_cache_dir(cohort, config.get("cache_dir"))
-    from ..preprocess.templates import load_template
+    from ..preprocess.templates import load_template, template_for_modality
 
-    template = load_template()
+    template = load_template(name=config.get("template") or template_for_modality(modality))
     built = None
     if dist_ is None or dist_.main:
         say(f"{cohort.describe()['scans']} scans in {cohort.root} ({cohort.kind}); preprocessing through "
@@ -220,8 +220,8 @@ def prepare_cohort(config: dict, data_root: str | Path | None, dist_=None, say=_
                          f"(at least {MIN_USABLE_SCANS} are needed: two to train on, one held out).",
                          "See the skipped files above; add healthy scans or fix the refused ones.")
     training, validation = split(usable)
-    training, statistics = split_statistics(training, len({s.person for s in validation}))
-    record = {"data": cohort.describe(), "modality": modality, "split_rule": SPLIT_RULE,
+    training, statistics = split_statistics(training)
+    record = {"data": cohort.describe(), "modality": modality, "template": template.name, "split_rule": SPLIT_RULE,
               "statistics_rule": STATISTICS_RULE,
               "subjects": {"train": [s.id for s in training], "validation": [s.id for s in validation],
                            "statistics": [s.id for s in statistics]},

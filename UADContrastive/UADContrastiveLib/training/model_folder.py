@@ -31,7 +31,7 @@ def write_card(out_dir: Path, *, engine: str, config: dict, files: list[str], co
                hardware: str | None = None, data: str | None = None) -> ModelCard:
     """The card of the weight `files` already written in `out_dir` (hashed here), written last.
 
-    cohort: training.cohort's record (modality, split, subjects...); training: the engine's
+    cohort: training.cohort's record (modality, template, split, subjects...); training: the engine's
     own training figures, which take precedence over the cohort's fields of the same name;
     data: what the training data were when the cohort record does not say (a run on an already
     built slice cache); slice_min_brain_fraction: for engines trained on slices, the slice
@@ -43,8 +43,9 @@ def write_card(out_dir: Path, *, engine: str, config: dict, files: list[str], co
 
     out_dir = Path(out_dir)
     cohort = cohort or {}
+    template = cohort.get("template", SHIPPED_TEMPLATE)  # the template the cohort was registered to
     try:
-        grid = load_template().grid
+        grid = load_template(name=template).grid
     except FileNotFoundError:
         grid = ModelGrid()
     preprocessing = {"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
@@ -54,9 +55,9 @@ def write_card(out_dir: Path, *, engine: str, config: dict, files: list[str], co
     card = ModelCard(
         folder=out_dir, name=str(config.get("name") or out_dir.name), version=str(config.get("version", "0.1.0")),
         engine=engine, modality=str(cohort.get("modality") or config.get("modality") or "T1"),
-        template=SHIPPED_TEMPLATE, model_grid=grid, preprocessing=preprocessing,
+        template=template, model_grid=grid, preprocessing=preprocessing,
         network=network or {}, inference=inference or {},
-        training={**({"data": data} if data else {}), "split_rule": datasets.SPLIT_RULE, **{k: v for k, v in cohort.items() if k != "modality"},
+        training={**({"data": data} if data else {}), "split_rule": datasets.SPLIT_RULE, **{k: v for k, v in cohort.items() if k not in ("modality", "template")},
                   **({"hardware": hardware} if hardware else {}), "torch": torch.__version__, **(training or {})},
         files={name: sha256_file(out_dir / name) for name in files},
         extra=extra or {},
