@@ -48,7 +48,7 @@ def test_card_with_another_model_grid_is_honoured(ixi_scan, tiny_model, tmp_path
     detector = Detector(model, "cpu")
     image = read_volume(ixi_scan)
     detection = detector.run(image)
-    assert detection.model_arrays["input"].shape == (48, 64, 64)
+    assert sitk.GetArrayViewFromImage(detection.preprocessed.model_input).shape == (48, 64, 64)
     assert detection.preprocessed.model_input.GetSpacing() == (3.0, 3.0, 3.0)
     assert same_grid(detection.anomaly_map, image) and same_grid(detection.healthy, image)
     brain = sitk.GetArrayFromImage(detection.preprocessed.brain_mask_input) > 0

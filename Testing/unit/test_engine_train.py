@@ -233,3 +233,64 @@ def test_a_committed_state_resumes_on_a_fresh_folder_as_if_never_interrupted(tmp
     encoder_ema = a["encoder_ema"]
     shipped = torch.load(tmp_path / "straight" / "encoder.pt", weights_only=True)
     assert all(torch.equal(shipped[k], encoder_ema[k]) for k in shipped)  # inference uses the encoder's EMA
+
+
+def test_a_torchrun_run_on_two_processes_resumes_from_its_state_as_if_never_interrupted(tmp_path):
+    """The README's several-process training: `torchrun --nproc-per-node 2 -m UADContrastiveLib
+    train --state DIR` (DistributedDataParallel, gloo on CPU), stopped after 2 of 4 steps, its
+    state folder copied elsewhere and resumed there with `--resume COPY`, ends where an
+    uninterrupted two-process run ends: same step, weights, EMA and both ranks' random streams."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    cache = make_cache(tmp_path / "cache")
+    code = Path(__file__).resolve().parents[2] / "UADContrastive"
+    env = {**os.environ, "UADC_SLICE_CACHE": str(cache), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])}
+    recipe = {**TINY, "subjects": {"train": ["S0", "S1"], "validation": ["S2"]},
+              "diffusion": {**TINY["diffusion"], "conditioned": False, "max_steps": 4}}
+
+    def torchrun(*args):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                   "-m", "UADContrastiveLib", "train", "--data", str(cache), "--no-calibrate", "--device", "cpu",
+                   "--stage", "diffusion", *map(str, args)]
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, encoding="utf-8",
+                                  errors="replace", timeout=600)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+
+    def write_recipe(steps: int) -> Path:
+        recipe["diffusion"]["max_steps"] = steps
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        return path
+
+    torchrun("--config", write_recipe(4), "--out", tmp_path / "straight", "--state", tmp_path / "state-a")
+    torchrun("--config", write_recipe(2), "--out", tmp_path / "first", "--state", tmp_path / "state-b")
+    halfway = load_checkpoint(tmp_path / "state-b" / "diffusion.ckpt.pt")
+    fresh = tmp_path / "other-machine" / "training-state"
+    shutil.copytree(tmp_path / "state-b", fresh)
+    shutil.rmtree(tmp_path / "state-b")
+    committed = yaml.safe_load((fresh / "recipe.yaml").read_text())
+    committed["diffusion"]["max_steps"] = 4
+    (fresh / "recipe.yaml").write_text(yaml.safe_dump(committed))
+    torchrun("--resume", fresh, "--out", tmp_path / "resumed")
+
+    a = load_checkpoint(tmp_path / "state-a" / "diffusion.ckpt.pt")
+    b = load_checkpoint(fresh / "diffusion.ckpt.pt")
+    assert halfway["step"] == 2 and a["step"] == b["step"] == 4
+    assert len(a["rng"]) == len(b["rng"]) == 2  # each rank's own random streams are kept and restored
+    for rank in range(2):
+        assert torch.equal(a["rng"][rank]["torch"], b["rng"][rank]["torch"])
+        assert torch.equal(a["rng"][rank]["generator"], b["rng"][rank]["generator"])
+    assert not torch.equal(a["rng"][0]["generator"], a["rng"][1]["generator"])  # the ranks draw different batches
+    np.testing.assert_allclose(a["recent_losses"], b["recent_losses"], rtol=1e-5)
+    for key in ("model", "ema"):
+        assert all(torch.allclose(a[key][k].float(), b[key][k].float(), atol=1e-6) for k in a[key]), key
+        assert not all(torch.equal(a[key][k], halfway[key][k]) for k in a[key]), key  # the resumed steps trained
+    x = torch.load(tmp_path / "straight" / "unet.pt", weights_only=True)
+    y = torch.load(tmp_path / "resumed" / "unet.pt", weights_only=True)
+    assert all(torch.allclose(x[k].float(), y[k].float(), atol=1e-6) for k in x)

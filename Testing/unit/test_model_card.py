@@ -150,3 +150,42 @@ def test_untyped_card_of_a_film_model_from_training_reads_and_loads(tmp_path):
     assert engine.reconstruct(volume, brain).shape == volume.shape
     with pytest.raises(ModelError, match="no calibrated threshold"):
         typed.default_threshold()
+
+
+def test_the_one_card_writer_hashes_the_weights_and_lets_the_cohort_and_the_engine_speak(tmp_path):
+    """training.model_folder, used by every engine's training: the weight files it lists are the
+    ones written (sha256 computed here independently), the cohort's own description wins over the
+    engine's fallback, and the engine's training figures over the cohort's fields."""
+    import hashlib
+
+    import torch
+    from UADContrastiveLib.preprocess.intensity import INTENSITY_PERCENTILES, INTENSITY_RANGE
+    from UADContrastiveLib.training.model_folder import save_weights, write_card
+
+    layer = torch.nn.Conv2d(1, 2, 3).to(memory_format=torch.channels_last)
+    save_weights(layer, tmp_path / "net.pt")
+    cohort = {"data": "42 FLAIR scans in /site/healthy", "modality": "FLAIR", "template": "ixi-t2-head-2mm",
+              "subjects": {"train": ["a"], "validation": ["b"], "statistics": ["c"]}}
+    write_card(tmp_path, engine="contrastive_diffusion", config={"name": "site-flair", "min_slice_fraction": 0.2},
+               files=["net.pt"], cohort=cohort, training={"subjects": {"train": ["a", "d"]}, "steps": 7},
+               network={"conditioned": True}, slice_min_brain_fraction=0.2, hardware="CPU test", data="IXI T1")
+    card = verify_model(tmp_path)
+    assert card.files == {"net.pt": hashlib.sha256((tmp_path / "net.pt").read_bytes()).hexdigest()}
+    assert card.name == "site-flair" and card.modality == "FLAIR" and card.engine == "contrastive_diffusion"
+    assert card.training["data"] == cohort["data"] and card.training["subjects"] == {"train": ["a", "d"]}
+    assert card.training["steps"] == 7 and card.training["hardware"] == "CPU test"
+    assert card.training["torch"] == torch.__version__ and "modality" not in card.training
+    assert card.template == "ixi-t2-head-2mm" and "template" not in card.training  # the cohort's registration target
+    assert card.preprocessing == {"intensity_percentiles": list(INTENSITY_PERCENTILES),
+                                  "intensity_clip": list(INTENSITY_RANGE), "outside_brain": 0.0,
+                                  "training_brain_mask": card.preprocessing["training_brain_mask"],
+                                  "slice_axis": 0, "slice_min_brain_fraction": 0.2}
+    weights = torch.load(tmp_path / "net.pt", weights_only=True)
+    assert all(w.is_contiguous() for w in weights.values())
+    assert torch.equal(weights["weight"], layer.weight.detach())
+
+    write_card(tmp_path, engine="zscore_atlas", config={}, files=["net.pt"], data="IXI T1")
+    card = verify_model(tmp_path)  # rewritten: a cohort-less fit names the fallback, no slice fields
+    assert card.name == tmp_path.name and card.modality == "T1" and card.training["data"] == "IXI T1"
+    assert card.template == "ixi-head-2mm"
+    assert "slice_axis" not in card.preprocessing

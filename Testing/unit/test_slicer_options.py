@@ -151,6 +151,9 @@ def test_stage_progress_is_weighted_and_never_decreases():
         ("load model", 0.0), ("info", 0.0), ("preprocess", 0.0), ("preprocess", 1.0), ("reconstruct", 0.5),
         ("reconstruct", 1.0), ("anomaly map", 0.0), ("preprocess", 0.0), ("write", 0.0), ("done", 1.0)]]
     assert all(b >= a for a, b in zip(seen, seen[1:])) and seen[-1] == 1.0
+    from UADContrastiveLib import protocol
+
+    assert tuple(name for name, _ in STAGE_WEIGHTS) == protocol.DETECTION_STAGES  # in the order they run
     weights = dict(STAGE_WEIGHTS)
     assert seen[4] == pytest.approx(weights["load model"] + weights["preprocess"] + weights["reconstruct"] / 2)
 

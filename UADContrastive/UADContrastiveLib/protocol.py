@@ -41,6 +41,13 @@ DETECTION_STAGES = (LOAD_MODEL, PREPROCESS, RECONSTRUCT, ANOMALY_MAP, WRITE)
 # Progress stages of the other commands.
 EVALUATE = "evaluate"
 TEMPLATE = "template"
+SHIPPING_RULE = "shipping rule"
+# ... and of calibration (`uadc calibrate`, the end of `uadc train`): healthy statistics, then
+# the healthy scans' or the labelled scans' maps for the thresholds.
+STATISTICS_RECONSTRUCT = "statistics: reconstruct"
+STATISTICS_MAPS = "statistics: leave-one-out maps"
+CALIBRATION_DETECT = "detect"
+CALIBRATION_LABELLED = "labelled"
 
 REQUEST_ID = "id"
 REQUEST_DETECT = "detect"

@@ -16,6 +16,13 @@ def protocol():
     return protocol
 
 
+def errors():
+    """The command line's exit codes (standard library only, like protocol)."""
+    from UADContrastiveLib import errors
+
+    return errors
+
+
 def model_zoo():
     """The model registry: list_models(), read_card(path), model_dirs()."""
     from UADContrastiveLib import zoo

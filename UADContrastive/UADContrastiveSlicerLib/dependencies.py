@@ -38,7 +38,7 @@ RUNTIME_REQUIREMENTS = {
     "slicerio": "slicerio==1.4.0",
     "tqdm": "tqdm==4.70.1",
     "yaml": "pyyaml==6.0.3",
-    "scipy": "scipy>=1.10",
+    "scipy": "scipy==1.17.1",
     "SimpleITK": "SimpleITK==2.5.7",
 }
 

@@ -8,15 +8,21 @@ such as "info" lines, a stage reported twice, several inputs in one run).
 """
 from __future__ import annotations
 
+from . import core
+
+# The stage names come from the core's protocol (standard library only: importing it here
+# loads none of the core's dependencies, which may not be installed yet).
+_protocol = core.protocol()
+
 # (stage name as printed by `uadc detect`, share of the whole run)
 STAGE_WEIGHTS = (
-    ("load model", 0.05),
-    ("preprocess", 0.15),
-    ("reconstruct", 0.65),
-    ("anomaly map", 0.08),
-    ("write", 0.07),
+    (_protocol.LOAD_MODEL, 0.05),
+    (_protocol.PREPROCESS, 0.15),
+    (_protocol.RECONSTRUCT, 0.65),
+    (_protocol.ANOMALY_MAP, 0.08),
+    (_protocol.WRITE, 0.07),
 )
-FINAL_STAGES = ("done",)
+FINAL_STAGES = (_protocol.DONE,)
 
 
 class StageProgress:
@@ -51,15 +57,15 @@ class StageProgress:
 
 # What the panel says for each stage (the CLI's stage names are terse).
 STAGE_TEXTS = {
-    "load model": "Loading the model",
-    "preprocess": "Preparing the image (registration, brain mask)",
-    "reconstruct": "Reconstructing a healthy brain",
-    "anomaly map": "Computing the anomaly map",
-    "write": "Writing the results",
-    "done": "Loading the results",
+    _protocol.LOAD_MODEL: "Loading the model",
+    _protocol.PREPROCESS: "Preparing the image (registration, brain mask)",
+    _protocol.RECONSTRUCT: "Reconstructing a healthy brain",
+    _protocol.ANOMALY_MAP: "Computing the anomaly map",
+    _protocol.WRITE: "Writing the results",
+    _protocol.DONE: "Loading the results",
 }
 # Stages whose message is meant for the reader as it is ("info" lines, errors).
-MESSAGE_STAGES = ("info", "warning", "error")
+MESSAGE_STAGES = (_protocol.INFO, _protocol.ERROR)
 
 
 def stage_text(stage: str, message: str, percent: int) -> str:

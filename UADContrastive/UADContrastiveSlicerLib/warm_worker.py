@@ -229,9 +229,11 @@ class WorkerRun(process.DetectionRun):
             return super().exit_code
         if self.terminal is not None:
             # every terminal record carries it; a done record without (an older core): failed inputs decide
-            return int(self.terminal.get("exit_code", 2 if self.terminal.get("failed") else 0))
+            errors = core.errors()
+            failed = self.terminal.get("failed")
+            return int(self.terminal.get("exit_code", errors.EXIT_BAD_INPUT if failed else errors.EXIT_OK))
         code = self.worker.process.returncode if self.worker.process else None
-        return code if code else (1 if self.crashed else None)
+        return code if code else (core.errors().EXIT_INTERNAL if self.crashed else None)
 
     @property
     def stderr_tail(self) -> str:

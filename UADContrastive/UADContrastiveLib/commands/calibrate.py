@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_OK, InputError
+from ..protocol import CALIBRATION_LABELLED
 
 
 def add_parser(sub) -> None:
@@ -73,7 +74,7 @@ def run(args) -> int:
         start = time.perf_counter()
         cases = {str(c["image"]): c for c in read_cases_csv(Path(args.labelled))[: args.limit]}
         results = detect_maps(detector, [Subject(key, Path(key), c.get("brain_mask")) for key, c in cases.items()],
-                              progress, "labelled")
+                              progress, CALIBRATION_LABELLED)
         lesions = [sitk.GetArrayFromImage(read_mask(cases[scan.id]["lesion_mask"], image)) > 0
                    for scan, _, _, image in results]
         candidates = np.quantile(np.concatenate([m[b] for _, m, b, _ in results]), np.linspace(0.9, 0.9999, 200))

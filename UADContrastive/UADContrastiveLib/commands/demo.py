@@ -72,7 +72,7 @@ def run(args) -> int:
     with staged_folder(out_root / "mni152_demo", overwrite=True) as folder:
         write_volume(image, folder / "demo_input.nii.gz")
         write_volume(truth, folder / "demo_lesion_truth.nii.gz")
-        report = write_detection(detection, folder, detector, "MNI152 2009a T1 (nilearn) + synthetic lesion")
+        report = write_detection(detection, folder, "MNI152 2009a T1 (nilearn) + synthetic lesion")
         found = sitk.GetArrayFromImage(detection.anomaly_mask) > 0
         truth_array = sitk.GetArrayFromImage(truth) > 0
         score = dice(found, truth_array)

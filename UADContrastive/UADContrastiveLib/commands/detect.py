@@ -109,7 +109,7 @@ def run(args, progress=None, detector_source=None) -> int:
                 progress.log(f"uadc: warning: {path}: {warning}")
             staged(protocol.WRITE, 0.0)
             with staged_folder(out_root / stem, args.overwrite) as folder:
-                report = write_detection(detection, folder, detector, path, overview=not args.no_overview)
+                report = write_detection(detection, folder, path, overview=not args.no_overview)
             entries.append({"input": str(path), "status": "ok", "output": str(out_root / stem),
                             "components": len(report["components"]),
                             "anomalous_volume_ml": report["anomalous_volume_ml"]})

@@ -2,7 +2,9 @@
 
 One detection: preprocess onto the card's model grid -> engine reconstruction -> the
 anomaly-map chain (detection.anomaly_map: healthy score, filter, input grid) -> threshold +
-minimum component size.
+minimum component size. A model load reads its card once and hashes its files once (the
+checksum check before any weight is loaded); a Detection carries everything its writer
+(outputs.write) needs, so the writer never reaches back into the Detector.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
+from ..protocol import ANOMALY_MAP, PREPROCESS, RECONSTRUCT
 
 if TYPE_CHECKING:
     import numpy as np
     import SimpleITK as sitk
 
     from ..preprocess.pipeline import Preprocessed
+    from ..preprocess.templates import Template
+    from ..zoo import ModelCard
 
 # numpy, SimpleITK, scipy (through preprocessing) are imported where they are used, not here:
 # `uadc detect` imports this module and starts the model load (the slowest part of start-up)
@@ -35,8 +40,8 @@ class ModelLoadError(Exception):
         self.error = error
 
 
-def _load_engine(model_dir: Path, device: str, lean_imports: bool = False):
-    """(engine, device name): the heavy part of loading a model (torch, MONAI, weights).
+def _load_engine(card: ModelCard, device: str, lean_imports: bool = False):
+    """(engine, device name): the heavy part of loading a model (checksums, torch, MONAI, weights).
 
     lean_imports: import the engine's code without the optional packages MONAI would pull in
     (see lean_imports; 2 CPU s less). Only for processes that run nothing but detection, such as
@@ -46,11 +51,9 @@ def _load_engine(model_dir: Path, device: str, lean_imports: bool = False):
     resolved = resolve_device(device)  # imports torch, with everything importable
     if lean_imports:
         from ..lean_imports import import_lean
-        from ..zoo import ModelCard
 
-        engine = ModelCard.read(model_dir).engine
-        import_lean(lambda: engine_class(engine))
-    return load_engine(model_dir, resolved), str(resolved)
+        import_lean(lambda: engine_class(card.engine, card.path))
+    return load_engine(card.folder, resolved, card), str(resolved)
 
 
 def _in_background(function, *args) -> Future:
@@ -83,7 +86,9 @@ class Reconstruction:
 
 @dataclass
 class Detection:
-    """Everything one detection produced, on the input grid (plus the model-grid arrays for the overview)."""
+    """Everything one detection produced, on the input grid, and what its report names: the
+    model (Detector.summary), the device it ran on, the card's thresholds and its template
+    (whose label atlas names the findings' regions)."""
 
     preprocessed: Preprocessed
     healthy: sitk.Image
@@ -94,9 +99,12 @@ class Detection:
     threshold_method: str
     min_size_mm3: float
     uncertainty: sitk.Image | None
-    model_arrays: dict
     timings: dict
     quality: dict
+    model: dict
+    device: str
+    thresholds_available: dict
+    template: Template
 
 
 class Detector:
@@ -116,18 +124,20 @@ class Detector:
         from .anomaly_map import read_statistics
 
         self.model_dir = resolve_model(model)
-        self.card = ModelCard.read(self.model_dir)
+        self.card = ModelCard.read(self.model_dir)  # the only read: the load and the report share it
         self._loading = None
-        self._summary = None
         if background:
-            self._loading = _in_background(_load_engine, self.model_dir, device, lean_imports)
+            self._loading = _in_background(_load_engine, self.card, device, lean_imports)
         else:
-            self._engine, self._device = _load_engine(self.model_dir, device, lean_imports)
+            self._engine, self._device = _load_engine(self.card, device, lean_imports)
         self.template = template_for_model(self.card.template, self.card.model_grid, self.card.path)
         self.postprocess = self.card.postprocess
-        # files listed in the card are checked against their sha256 by load_engine
         # statistics_required=False: a model about to be (re)calibrated may hold outdated statistics
         self.statistics = read_statistics(self.model_dir, self.card) if statistics_required else None
+        # The model as the report names it. The checksums are the card's: the load checks every
+        # file against them before it loads a weight, and a detection runs only after the load.
+        self.summary = {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
+                        "path": str(self.model_dir), "sha256": dict(self.card.files)}
 
     def _wait_for_engine(self) -> None:
         if self._loading is not None:
@@ -185,7 +195,7 @@ class Detector:
         report = progress or (lambda stage, fraction, message="": None)
         timings = {}
         start = time.perf_counter()
-        report("preprocess", 0.0, "registration to the template")
+        report(PREPROCESS, 0.0, "registration to the template")
         pre, quality = preprocess_checked(image, self.template, brain_mask, self.card.modality, source)
         timings["preprocess"] = time.perf_counter() - start
 
@@ -194,10 +204,10 @@ class Detector:
         timings["model_wait"] = time.perf_counter() - start
         start = time.perf_counter()
         # the stage begins now (the engine's own records come only after its first pass)
-        report("reconstruct", 0.0)
+        report(RECONSTRUCT, 0.0)
         volume = sitk.GetArrayFromImage(pre.model_input)
         brain = sitk.GetArrayFromImage(pre.brain_mask_model) > 0
-        reconstruction_progress = lambda fraction: report("reconstruct", fraction)  # noqa: E731
+        reconstruction_progress = lambda fraction: report(RECONSTRUCT, fraction)  # noqa: E731
         spread = None
         if uncertainty_samples > 0:
             healthy, spread = engine.reconstruct_with_uncertainty(
@@ -222,7 +232,7 @@ class Detector:
                                                          rebuilt.healthy, rebuilt.brain, rebuilt.spread)
         timings = rebuilt.timings
         start = time.perf_counter()
-        report("anomaly map", 0.0)
+        report(ANOMALY_MAP, 0.0)
         chain = self.chain
         model_map = chain.model_map(volume, healthy, brain)
         # Input-grid arrays are large (9 M voxels at 1 mm): views and in-place edits, no extra copies.
@@ -251,17 +261,7 @@ class Detector:
             sitk.GetArrayViewFromImage(anomaly_map), threshold, min_size, image.GetSpacing())
         anomaly_mask = image_like(mask_array.astype(np.uint8), image)
         timings["threshold"] = time.perf_counter() - start
-        report("anomaly map", 1.0)
-        arrays = {"input": volume, "healthy": healthy, "map": model_map, "brain": brain}
+        report(ANOMALY_MAP, 1.0)
         return Detection(pre, healthy_image, anomaly_map, anomaly_mask, components, float(threshold), method,
-                         min_size, uncertainty, arrays, timings, quality)
-
-    def model_summary(self) -> dict:
-        """The model as the report names it; the checksums are hashed once per loaded model."""
-        from ..zoo import sha256_file
-
-        if self._summary is None:
-            self._summary = {"name": self.card.name, "version": self.card.version, "engine": self.card.engine,
-                             "path": str(self.model_dir),
-                             "sha256": {name: sha256_file(self.model_dir / name) for name in self.card.files}}
-        return dict(self._summary)
+                         min_size, uncertainty, timings, quality, model=dict(self.summary), device=self.device,
+                         thresholds_available=dict(self.card.thresholds.values), template=self.template)

@@ -1,5 +1,6 @@
-"""Diffusion pieces every diffusion engine shares: MONAI's DiffusionModelUNet without its
-attention middle block, and the closed-form noising and deterministic DDIM step on a MONAI
+"""Diffusion pieces every diffusion engine shares: the noise schedule (MONAI's DDPMScheduler,
+built by one function from a card's `network.schedule`), MONAI's DiffusionModelUNet without
+its attention middle block, and the closed-form noising and deterministic DDIM step on the
 scheduler's `alphas_cumprod`.
 
 Middle block: MONAI's always holds a self-attention layer, which needs the optional
@@ -17,7 +18,22 @@ import threading
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets import diffusion_model_unet as _dmu
+from monai.networks.schedulers import DDPMScheduler
 from torch import nn
+
+SCHEDULE_FIELDS = ("num_train_timesteps", "schedule")  # the rest of a schedule entry: its own arguments
+
+
+def build_scheduler(schedule: dict | None, defaults: dict) -> DDPMScheduler:
+    """The noise schedule of every diffusion engine: MONAI's DDPMScheduler predicting x0
+    ("sample"), from `schedule` (a card's or recipe's `network.schedule`) over the engine's
+    `defaults`: num_train_timesteps, schedule (MONAI's name: cosine, linear_beta,
+    scaled_linear_beta...) and that schedule's own arguments (beta_start and beta_end for the
+    beta schedules, none for cosine)."""
+    entry = {**defaults, **(schedule or {})}
+    arguments = {name: float(value) for name, value in entry.items() if name not in SCHEDULE_FIELDS}
+    return DDPMScheduler(num_train_timesteps=int(entry["num_train_timesteps"]), schedule=str(entry["schedule"]),
+                         prediction_type="sample", **arguments)
 
 
 class ResMidBlock(nn.Module):

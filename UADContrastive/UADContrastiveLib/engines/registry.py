@@ -75,10 +75,11 @@ def entry(name: str) -> EngineEntry:
     return _entry(name)
 
 
-def load_engine(model_dir: Path, device: str = "auto") -> Engine:
-    """Verify the model folder's checksums, then build its engine on `device`."""
+def load_engine(model_dir: Path, device: str = "auto", card=None) -> Engine:
+    """Verify the model folder's checksums, then build its engine on `device`; `card`: the
+    folder's card when the caller has already read it (it is not read again)."""
     from ..zoo.registry import verify_model
 
-    card = verify_model(Path(model_dir))
+    card = verify_model(Path(model_dir), card)
     cls = engine_class(card.engine, card.path)
     return cls.from_folder(Path(model_dir), card, resolve_device(device))

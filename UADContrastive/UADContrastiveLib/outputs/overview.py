@@ -1,6 +1,7 @@
 """A one-page PNG overview of a detection: input, healthy reconstruction, anomaly map, mask.
 
-Orientation: the arrays are on the model grid, indexed (z, y, x) with LPS axes, i.e. x
+Orientation: the arrays are on an LPS grid (outputs.write turns the input grid to LPS by
+permuting and flipping axes), indexed (z, y, x), i.e. x
 increases towards the patient's Left, y towards Posterior, z towards Superior. An axial
 slice array[z] shown with imshow's default origin="upper" puts row y = 0 (most anterior) at
 the top and column x = 0 (the patient's far right) on the viewer's left. That is the
@@ -104,9 +105,10 @@ def region_numbers(regions: np.ndarray, z: int) -> list[tuple[int, float, float]
 def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map: np.ndarray,
                        mask: np.ndarray, path: str | Path, n_slices: int = 4,
                        title: str | None = None, brain: np.ndarray | None = None,
-                       regions: np.ndarray | None = None) -> Path:
+                       regions: np.ndarray | None = None, spacing: tuple[float, float] = (1.0, 1.0)) -> Path:
     """Write a PNG of a few axial slices: rows input / healthy / anomaly map (with colour bar) /
-    mask over input. All arrays are (z, y, x) on the model grid (LPS); brain, if given, only
+    mask over input. All arrays are (z, y, x) on one LPS grid whose in-plane voxel size is
+    spacing = (x, y) mm (panels are drawn to scale); brain, if given, only
     guides the slice choice when the mask is empty; regions, if given, holds the findings' ids
     (0 elsewhere), which are written beside each region in the mask row. Written atomically."""
     arrays = [np.asarray(a, dtype=np.float32) for a in (input_array, healthy, anomaly_map)]
@@ -125,7 +127,9 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
     mask_colours = ListedColormap([MASK_COLOUR])
 
     height, width = input_array.shape[1:]
-    figure, axes, colorbar_axes = _figure(len(slices), width / height)
+    figure, axes, colorbar_axes = _figure(len(slices), width * spacing[0] / (height * spacing[1]))
+    # the panels have the section's physical aspect: each image fills its panel
+    shown = {"aspect": "auto"}
     map_image = None
     for column, z in enumerate(slices):
         for row in range(len(ROWS)):
@@ -136,13 +140,13 @@ def write_overview_png(input_array: np.ndarray, healthy: np.ndarray, anomaly_map
                 ax.set_title(f"z = {z}", fontsize=8)
             if column == 0:
                 ax.set_ylabel(ROWS[row], fontsize=8)
-        axes[0][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
-        axes[1][column].imshow(_axial(healthy, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
+        axes[0][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1], **shown)
+        axes[1][column].imshow(_axial(healthy, z), cmap="gray", vmin=image_range[0], vmax=image_range[1], **shown)
         map_image = axes[2][column].imshow(_axial(anomaly_map, z), cmap="inferno",
-                                           vmin=map_range[0], vmax=map_range[1])
-        axes[3][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1])
+                                           vmin=map_range[0], vmax=map_range[1], **shown)
+        axes[3][column].imshow(_axial(input_array, z), cmap="gray", vmin=image_range[0], vmax=image_range[1], **shown)
         axes[3][column].imshow(np.ma.masked_where(~_axial(mask, z), _axial(mask, z)),
-                               cmap=mask_colours, alpha=0.6, vmin=0, vmax=1, interpolation="nearest")
+                               cmap=mask_colours, alpha=0.6, vmin=0, vmax=1, interpolation="nearest", **shown)
         for number, row, col in ([] if regions is None else region_numbers(regions, z)):
             axes[3][column].text(col + 3, row - 3, str(number), color="white", fontsize=7, fontweight="bold",
                                  ha="left", va="bottom", clip_on=True,

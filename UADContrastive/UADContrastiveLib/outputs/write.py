@@ -12,7 +12,7 @@ from . import names
 from .report import build_report
 
 
-def write_detection(detection, folder: Path, detector, input_name: str, overview: bool = True) -> dict:
+def write_detection(detection, folder: Path, input_name: str, overview: bool = True) -> dict:
     """Write the files of `detection` (a detection.detector.Detection) into `folder` (a staging
     folder); returns the report.
 
@@ -21,7 +21,7 @@ def write_detection(detection, folder: Path, detector, input_name: str, overview
     cores the two overlap (a 1 mm volume's four compressed volumes take about as long as the
     overview). One worker, so the files are written one at a time as before."""
     folder = Path(folder)
-    anatomy, findings, regions, to_template = _findings(detection, detector)
+    anatomy, findings, regions, to_template = _findings(detection)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uadc-write") as pool:
         written = pool.submit(_write_volumes, detection, anatomy, folder)
         if overview:
@@ -29,9 +29,9 @@ def write_detection(detection, folder: Path, detector, input_name: str, overview
         written.result()  # a failed write raises here, before the report claims success
     preprocessing = detection.preprocessed.summary()
     report = build_report(
-        input_name=input_name, model=detector.model_summary(), device=detector.device,
+        input_name=input_name, model=detection.model, device=detection.device,
         threshold=detection.threshold, threshold_method=detection.threshold_method,
-        thresholds_available=detector.card.thresholds.values, min_size_mm3=detection.min_size_mm3,
+        thresholds_available=detection.thresholds_available, min_size_mm3=detection.min_size_mm3,
         brain_source=detection.preprocessed.brain_source, brain_volume_ml=preprocessing["brain_volume_ml"],
         quality=detection.quality, components=detection.components, preprocessing=preprocessing,
         timings=detection.timings, findings=findings, input_to_template_ras=to_template)
@@ -39,12 +39,12 @@ def write_detection(detection, folder: Path, detector, input_name: str, overview
     return report
 
 
-def _findings(detection, detector):
+def _findings(detection):
     """(the atlas on the input grid, the findings, their region ids, input RAS -> template RAS)."""
     from ..preprocess.templates import load_atlas
     from .findings import find_regions, input_to_template_ras
 
-    atlas, anatomy_names = detector.template.cached("label atlas", load_atlas)
+    atlas, anatomy_names = detection.template.cached("label atlas", load_atlas)
     pre = detection.preprocessed
     anatomy = pre.to_input_grid(atlas, sitk.sitkNearestNeighbor)
     to_template = input_to_template_ras(pre.transform)
@@ -68,13 +68,22 @@ def _write_volumes(detection, anatomy: sitk.Image, folder: Path) -> None:
 
 
 def _write_overview(detection, regions, path: Path) -> None:
-    """The overview on the model grid, the regions numbered as in the findings."""
+    """The overview of the volumes as written (the input grid), the regions numbered as in the
+    findings. The grid is turned to the nearest LPS axes by permuting and flipping them
+    (DICOMOrient: no interpolation), so the slices are axial (near-axial for an oblique
+    acquisition) whatever the acquisition plane, and the mask drawn is the mask written, voxel
+    for voxel."""
     from ..io import image_like
     from .overview import write_overview_png
 
-    arrays = detection.model_arrays
-    ids = image_like(regions.full(sitk.GetArrayViewFromImage(detection.anomaly_mask).shape), detection.anomaly_mask)
-    ids_model = sitk.GetArrayFromImage(sitk.Resample(
-        ids, detection.preprocessed.model_input, detection.preprocessed.transform, sitk.sitkNearestNeighbor, 0))
-    write_overview_png(arrays["input"], arrays["healthy"], arrays["map"], ids_model > 0, path, brain=arrays["brain"],
-                       regions=ids_model)
+    mask = detection.anomaly_mask
+    ids = image_like(regions.full(sitk.GetArrayViewFromImage(mask).shape), mask)
+
+    def axial(image: sitk.Image):
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))
+
+    oriented = sitk.DICOMOrient(mask, "LPS")
+    write_overview_png(axial(detection.preprocessed.input_reference), axial(detection.healthy),
+                       axial(detection.anomaly_map), sitk.GetArrayViewFromImage(oriented), path,
+                       brain=axial(detection.preprocessed.brain_mask_input), regions=axial(ids),
+                       spacing=oriented.GetSpacing()[:2])

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import EXIT_OK, InputError
+from ..protocol import TEMPLATE
 from ..resources import TEMPLATES
+from .intensity import INTENSITY_RANGE
 from .templates import (
     ATLAS_FILE,
     ATLAS_TABLE_FILE,
@@ -88,7 +90,7 @@ def build_template(pairs: list[tuple[Path, Path]], out_dir: Path, dlmuse_dir: Pa
         result = preprocess(image, mni, grid, brain_mask=mask)
         head = sitk.GetArrayFromImage(resample(image, reference, result.transform))
         low, high = result.intensity_range
-        head_sum += np.clip((head - low) / (high - low), 0, 1.5) / 1.5
+        head_sum += np.clip((head - low) / (high - low), *INTENSITY_RANGE) / INTENSITY_RANGE[1]
         mask_sum += sitk.GetArrayViewFromImage(result.brain_mask_model)
         if vote is not None:
             labels = sitk.ReadImage(str(parcellation_path), sitk.sitkUInt8)
@@ -145,9 +147,9 @@ def run_template(args) -> int:
     rebuild = (f"uadc template --modality T2 --data <ixi-t2 cohort folder> --count {args.count}" if t2
                else f"uadc template --data <ixi_t1> --count {args.count}")
     build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir, name=name, rebuild=rebuild,
-                   progress=lambda done, total: progress("template", done / total, f"{done}/{total} subjects"))
+                   progress=lambda done, total: progress(TEMPLATE, done / total, f"{done}/{total} subjects"))
     progress.close()
-    return 0
+    return EXIT_OK
 
 
 def t1_template_pairs(args) -> tuple[list[tuple[Path, Path]], Path]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..datasets import MIN_HELD_OUT_PERSONS, Subject, split, split_statistics
 from ..detection.healthy_statistics import LEGACY_STATISTICS_FILE
 from ..errors import InputError
+from ..protocol import CALIBRATION_DETECT, STATISTICS_MAPS, STATISTICS_RECONSTRUCT
 from .cohort import read_cohort
 
 
@@ -112,7 +113,7 @@ def fit_statistics(detector, scans: list[Subject], min_size: float, progress, ru
     from ..zoo import ModelCard, sha256_file
 
     start = time.perf_counter()
-    found = healthy_reconstructions(detector, scans, progress, "statistics: reconstruct", say)
+    found = healthy_reconstructions(detector, scans, progress, STATISTICS_RECONSTRUCT, say)
     needed = MIN_SCANS + 1  # leave-one-out: every scan's statistics come from MIN_SCANS others
     if len(found) < needed:
         raise InputError(None, f"only {len(found)} of {len(scans)} healthy scans the model was not trained on could "
@@ -124,7 +125,7 @@ def fit_statistics(detector, scans: list[Subject], min_size: float, progress, ru
     brains = [r.brain for _, r, _ in found]
     maps = []
     for index, (statistics, (_, rebuilt, _)) in enumerate(zip(leave_one_out(residuals, brains, names), found)):
-        progress("statistics: leave-one-out maps", index / len(found))
+        progress(STATISTICS_MAPS, index / len(found))
         model_map = chain.filtered(statistics.score(residuals[index]), rebuilt.brain)
         maps.append((chain.on_input_grid(model_map, rebuilt.preprocessed),
                      sitk_array(rebuilt.preprocessed.brain_mask_input) > 0))
@@ -154,7 +155,7 @@ def sitk_array(image):
     return sitk.GetArrayViewFromImage(image)
 
 
-def detect_maps(detector, scans: list[Subject], progress, stage="detect", say=_say):
+def detect_maps(detector, scans: list[Subject], progress, stage=CALIBRATION_DETECT, say=_say):
     """(scan, anomaly map on the input grid, brain mask, image) for every scan detection accepts."""
     import SimpleITK as sitk
 

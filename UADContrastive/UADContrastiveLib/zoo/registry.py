@@ -29,10 +29,11 @@ def read_card(model_dir: str | Path) -> dict:
     return ModelCard.read(model_dir).to_dict()
 
 
-def verify_model(model_dir: str | Path) -> ModelCard:
-    """Check every file listed in the card exists and matches its sha256; return the card."""
+def verify_model(model_dir: str | Path, card: ModelCard | None = None) -> ModelCard:
+    """Check every file listed in the card exists and matches its sha256; return the card.
+    `card`: the folder's card when the caller has already read it (it is not read again)."""
     model_dir = Path(model_dir)
-    card = ModelCard.read(model_dir)
+    card = card or ModelCard.read(model_dir)
     for name, expected in card.files.items():
         path = model_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:

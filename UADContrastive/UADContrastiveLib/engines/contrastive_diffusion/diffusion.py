@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import diffusion_model_unet as _dmu
-from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
 from ..diffusion_common import add_noise, alpha_bar, ddim_step  # noqa: F401 - re-exported for this engine
@@ -161,12 +160,6 @@ def build_unet(config: dict | None = None) -> nn.Module:
     return ConditionalUNet(cfg["channels"], cfg["attention_levels"], cfg["num_res_blocks"],
                            cfg["norm_num_groups"], cfg["num_head_channels"], cfg["resblock_updown"],
                            cfg["latent_dim"])
-
-
-def build_scheduler(config: dict | None = None) -> DDPMScheduler:
-    cfg = {**DEFAULT_SCHEDULE, **(config or {})}
-    return DDPMScheduler(num_train_timesteps=cfg["num_train_timesteps"], schedule=cfg["schedule"],
-                         prediction_type="sample")
 
 
 def make_noise(shape, generator: torch.Generator | None = None, device=None,

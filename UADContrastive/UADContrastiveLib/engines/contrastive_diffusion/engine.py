@@ -19,9 +19,10 @@ import torch
 from ...preprocess.intensity import INTENSITY_RANGE
 from ..base import Engine, ReconstructionProgress, inference_autocast
 from ..base import load_weights as _load_state
+from ..diffusion_common import build_scheduler
 from .diffusion import (
+    DEFAULT_SCHEDULE,
     add_noise,
-    build_scheduler,
     build_unet,
     ddim_step,
     draw_noise,
@@ -53,7 +54,7 @@ class ContrastiveDiffusionEngine(Engine):
         self.device = torch.device(device)
         self.unet = unet.to(self.device).eval()
         self.encoder = encoder.to(self.device).eval() if encoder is not None else None
-        self.scheduler = build_scheduler(network.get("schedule"))
+        self.scheduler = build_scheduler(network.get("schedule"), DEFAULT_SCHEDULE)
         self.network = network
         self.inference = {**DEFAULT_INFERENCE, **(inference or {})}
 

@@ -1,5 +1,5 @@
-"""The trained model folder: state-dict-only weight files and the model card listing their
-sha256 (written last, atomically), from the end of training or from a checkpoint."""
+"""The trained model folder (training.model_folder: weight files, then the card), from the end
+of training or from a checkpoint."""
 from __future__ import annotations
 
 import time
@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ... import datasets
-from ...training.loop import checkpoint_path, hardware, load_checkpoint, save_atomic
+from ...training.loop import checkpoint_path, hardware, load_checkpoint
+from ...training.model_folder import save_weights, write_card
 from ...training.slice_cache import validation_slices
-from ...zoo.card import ModelCard
-from ...zoo.registry import sha256_file
 from .diffusion import build_unet
 from .engine import DEFAULT_INFERENCE, ENCODER_FILE, UNET_FILE, ContrastiveDiffusionEngine
 from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
@@ -21,60 +19,34 @@ from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
 def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: list[str], val_ids: list[str],
                        device: torch.device, wall_seconds: float, extra: dict | None = None,
                        cohort: dict | None = None) -> Path:
-    """State-dict-only weight files + model.json with their sha256 (written last, atomically)."""
-    from ...preprocess.intensity import INTENSITY_PERCENTILES, INTENSITY_RANGE
-    from ...preprocess.templates import SHIPPED_TEMPLATE, ModelGrid, load_template
-
+    """The UNet's (and the encoder's) weights and the card."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine: ContrastiveDiffusionEngine = result["engine"]
-    files = {}
-    save_atomic(engine.unet.state_dict(), out_dir / UNET_FILE)
-    files[UNET_FILE] = sha256_file(out_dir / UNET_FILE)
+    files = [UNET_FILE]
+    save_weights(engine.unet, out_dir / UNET_FILE)
     if engine.encoder is not None:
-        save_atomic(engine.encoder.state_dict(), out_dir / ENCODER_FILE)
-        files[ENCODER_FILE] = sha256_file(out_dir / ENCODER_FILE)
+        save_weights(engine.encoder, out_dir / ENCODER_FILE)
+        files.append(ENCODER_FILE)
     elif (out_dir / ENCODER_FILE).exists():
         (out_dir / ENCODER_FILE).unlink()
     cohort = cohort or {}
-    template = cohort.get("template", SHIPPED_TEMPLATE)
-    try:
-        grid = load_template(name=template).grid
-    except FileNotFoundError:
-        grid = ModelGrid()
     modality = str(cohort.get("modality") or config.get("modality") or "T1")
-    card = ModelCard(
-        folder=out_dir,
-        name=config.get("name", out_dir.name),
-        version=str(config.get("version", "0.1.0")),
-        engine="contrastive_diffusion",
-        modality=modality,
-        template=template,
-        model_grid=grid,
-        preprocessing={"intensity_percentiles": list(INTENSITY_PERCENTILES), "intensity_clip": list(INTENSITY_RANGE),
-                       "outside_brain": 0.0, "slice_axis": 0, "slice_min_brain_fraction": config["min_slice_fraction"],
-                       "training_brain_mask": "template brain mask through the detection path (slice cache)"},
-        network=result["network"],
-        inference=result["inference"],
-        training={
-            "data": "IXI T1 (healthy), ../shared/data/ixi_t1",
-            "split_rule": datasets.SPLIT_RULE,
-            **{k: v for k, v in cohort.items() if k not in ("modality", "template")},
-            "subjects": {**cohort.get("subjects", {}), "train": train_ids, "validation": val_ids},
-            "wall_time_minutes": round(wall_seconds / 60, 1),
-            "hardware": hardware(device),
-            "processes": result.get("world_size", 1),
-            "torch": torch.__version__,
-            "encoder": result.get("encoder_summary"),
-            "diffusion": {"steps": result["steps"], "minutes": result["minutes"], "batch_size": result["batch_size"],
-                          "final_train_l1": result["final_train_loss"], "history": result["history"]},
-            "config": {k: v for k, v in config.items() if k != "subjects"},
-        },
-        files=files,
-        extra={"description": describe(result["network"].get("conditioned", True), modality),
-               "validation": result["validation"], **(extra or {})},
-    )
-    card.write()
+    training = {
+        "subjects": {**cohort.get("subjects", {}), "train": train_ids, "validation": val_ids},
+        "wall_time_minutes": round(wall_seconds / 60, 1),
+        "processes": result.get("world_size", 1),
+        "encoder": result.get("encoder_summary"),
+        "diffusion": {"steps": result["steps"], "minutes": result["minutes"], "batch_size": result["batch_size"],
+                      "final_train_l1": result["final_train_loss"], "history": result["history"]},
+        "config": {k: v for k, v in config.items() if k != "subjects"},
+    }
+    write_card(out_dir, engine="contrastive_diffusion", config=config, files=files, cohort=cohort, training=training,
+               network=result["network"], inference=result["inference"],
+               extra={"description": describe(result["network"].get("conditioned", True), modality),
+                      "validation": result["validation"], **(extra or {})},
+               slice_min_brain_fraction=config["min_slice_fraction"], hardware=hardware(device),
+               data="IXI T1 (healthy), ../shared/data/ixi_t1")
     return out_dir
 
 

@@ -44,7 +44,8 @@ from ...training.loop import (
 from ...training.slice_cache import validation_slices
 from ...training.stage_runner import update_ema
 from ..base import load_weights
-from .diffusion import add_noise, build_scheduler, build_unet, draw_noise, to_model
+from ..diffusion_common import build_scheduler
+from .diffusion import DEFAULT_SCHEDULE, add_noise, build_unet, draw_noise, to_model
 from .encoder import build_encoder, contrastive_loss
 from .engine import DEFAULT_INFERENCE, ENCODER_FILE, UNET_FILE, ContrastiveDiffusionEngine
 
@@ -230,7 +231,7 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     params = list(unet.parameters()) + (list(encoder.parameters()) if train_encoder_too else [])
     optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    scheduler = build_scheduler(cfg["network"].get("schedule"))
+    scheduler = build_scheduler(cfg["network"].get("schedule"), DEFAULT_SCHEDULE)
     generator = torch.Generator().manual_seed(seed)
     augment = Augment(config.get("augmentation", {}), seed)
     min_fraction = float(config["min_slice_fraction"])

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...training.loop import checkpoint_path
 from ...training.stage_runner import StageSpec, run_stage
+from ..diffusion_common import build_scheduler
 from .engine import LatentEngine
 
 SUMMARY_KEYS = ("steps", "minutes", "seconds_per_step", "final_loss", "history")
@@ -32,15 +33,15 @@ class DenoiserSetup:
 
 
 def prepare_denoiser(config: dict, codec, autoencoder_network: dict, engine_cls: type[LatentEngine],
-                     network_defaults: dict, schedule_defaults: dict, seed_offset: int, device) -> DenoiserSetup:
+                     network_defaults: dict, seed_offset: int, device) -> DenoiserSetup:
     cfg = config["denoiser"]
     network = {"autoencoder": autoencoder_network, "denoiser": {**network_defaults, **cfg.get("network", {})},
-               "schedule": {**schedule_defaults, **cfg.get("schedule", {})}}
+               "schedule": {**engine_cls.default_schedule, **cfg.get("schedule", {})}}
     seed = int(config.get("seed", 0)) + seed_offset  # each engine its own stream: no two share an init
     torch.manual_seed(seed)
     denoiser = engine_cls.build_denoiser(network).to(device)
     return DenoiserSetup(engine_cls, cfg, network, denoiser, copy.deepcopy(denoiser).eval().requires_grad_(False),
-                         engine_cls.scheduler_factory(network["schedule"]), torch.Generator().manual_seed(seed),
+                         build_scheduler(network["schedule"], engine_cls.default_schedule), torch.Generator().manual_seed(seed),
                          int(cfg["batch_size"]), bool(cfg.get("sample_posterior", False)))
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..base import Engine, ReconstructionProgress, inference_autocast, load_weights
+from ..diffusion_common import build_scheduler
 from .network import LatentCodec, brain_cells, build_codec
 
 AUTOENCODER_FILE = "autoencoder.pt"
@@ -29,9 +30,9 @@ class LatentEngine(Engine):
     """Shared loading and slice loop; subclasses define the denoiser and `heal_slices`."""
 
     default_inference: dict = {}
-    # (latent_channels, card network.denoiser) -> the latent network; card network.schedule -> scheduler
+    # (latent_channels, card network.denoiser) -> the latent network
     denoiser_factory: Callable[[int, dict | None], nn.Module]
-    scheduler_factory: Callable[[dict | None], object]
+    default_schedule: dict  # what a card's network.schedule leaves out (diffusion_common.build_scheduler)
 
     def __init__(self, codec: LatentCodec, denoiser: nn.Module, network: dict, inference: dict | None = None,
                  device: torch.device | str = "cpu"):
@@ -40,7 +41,7 @@ class LatentEngine(Engine):
         self.denoiser = denoiser.to(self.device).eval()
         self.network = network
         self.inference = {**self.default_inference, **(inference or {})}
-        self.scheduler = type(self).scheduler_factory(network.get("schedule"))
+        self.scheduler = build_scheduler(network.get("schedule"), self.default_schedule)
 
     @classmethod
     def build_denoiser(cls, network: dict) -> nn.Module:

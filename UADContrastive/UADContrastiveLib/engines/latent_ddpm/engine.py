@@ -21,7 +21,7 @@ import torch
 
 from ..diffusion_common import add_noise, ddim_step, step_schedule
 from ..latent_autoencoder.engine import LatentEngine
-from .network import build_denoiser, build_scheduler
+from .network import DEFAULT_SCHEDULE, build_denoiser
 
 DEFAULT_INFERENCE = {
     "t_start": 300,            # of 1000: where the partial noising stops
@@ -40,7 +40,7 @@ class LatentDdpmEngine(LatentEngine):
     default_inference = DEFAULT_INFERENCE
 
     denoiser_factory = staticmethod(build_denoiser)
-    scheduler_factory = staticmethod(build_scheduler)
+    default_schedule = DEFAULT_SCHEDULE
 
     def denoise(self, z: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None) -> torch.Tensor:
         """z noised to t_start and denoised by DDIM; with `keep` (B,1,h,w) bool, the cells

@@ -10,8 +10,6 @@ loss weighs every step like the MAD-AD and contrastive engines (which also predi
 """
 from __future__ import annotations
 
-from monai.networks.schedulers import DDPMScheduler
-
 from ..diffusion_common import unet_without_mid_attention
 
 DEFAULT_DENOISER = {
@@ -30,10 +28,3 @@ def build_denoiser(latent_channels: int, config: dict | None = None):
         spatial_dims=2, in_channels=int(latent_channels), out_channels=int(latent_channels), channels=channels,
         attention_levels=[False] * len(channels), num_res_blocks=int(cfg["num_res_blocks"]),
         norm_num_groups=int(cfg["norm_num_groups"]), num_head_channels=channels[-1])
-
-
-def build_scheduler(config: dict | None = None) -> DDPMScheduler:
-    cfg = {**DEFAULT_SCHEDULE, **(config or {})}
-    return DDPMScheduler(num_train_timesteps=int(cfg["num_train_timesteps"]), schedule=cfg["schedule"],
-                         beta_start=float(cfg["beta_start"]), beta_end=float(cfg["beta_end"]),
-                         prediction_type="sample")

@@ -17,7 +17,7 @@ from ..diffusion_common import add_noise
 from ..latent_autoencoder.denoiser_stage import prepare_denoiser, run_denoiser, trained_engine
 from ..latent_autoencoder.trainer import train_latent_engine
 from .engine import LatentDdpmEngine
-from .network import DEFAULT_DENOISER, DEFAULT_SCHEDULE
+from .network import DEFAULT_DENOISER
 
 DESCRIPTION = ("Latent DDPM (Pinaya et al. 2022): a DDPM in the latent of a 2D KL autoencoder trained on healthy "
                "slices; the latent cells that change most under partial noising and denoising are healed and "
@@ -64,7 +64,7 @@ def healthy_change_threshold(engine: LatentDdpmEngine, val_set, quantile: float,
 
 
 def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    setup = prepare_denoiser(config, codec, autoencoder_network, LatentDdpmEngine, DEFAULT_DENOISER, DEFAULT_SCHEDULE,
+    setup = prepare_denoiser(config, codec, autoencoder_network, LatentDdpmEngine, DEFAULT_DENOISER,
                              2, device)
 
     def loss() -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 
 from ..diffusion_common import ddim_step, step_schedule
 from ..latent_autoencoder.engine import LatentEngine
-from .masking import build_scheduler
+from .masking import DEFAULT_SCHEDULE
 from .network import build_denoiser
 
 DEFAULT_INFERENCE = {
@@ -44,7 +44,7 @@ class MadAdEngine(LatentEngine):
     default_inference = DEFAULT_INFERENCE
 
     denoiser_factory = staticmethod(build_denoiser)
-    scheduler_factory = staticmethod(build_scheduler)
+    default_schedule = DEFAULT_SCHEDULE
 
     def restore(self, z: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored latent, region (B,1,h,w) bool of the restored cells) of latents z; only

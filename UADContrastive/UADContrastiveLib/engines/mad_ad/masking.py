@@ -13,18 +13,10 @@ This file only states these facts in code of its own.
 from __future__ import annotations
 
 import torch
-from monai.networks.schedulers import DDPMScheduler
 
 PATCH_SIZES = (1, 2, 4, 8)
 PATCH_PROBABILITIES = (0.2, 0.3, 0.3, 0.2)
 DEFAULT_SCHEDULE = {"num_train_timesteps": 10, "schedule": "linear_beta", "beta_start": 0.01, "beta_end": 0.2}
-
-
-def build_scheduler(config: dict | None = None) -> DDPMScheduler:
-    cfg = {**DEFAULT_SCHEDULE, **(config or {})}
-    return DDPMScheduler(num_train_timesteps=int(cfg["num_train_timesteps"]), schedule=cfg["schedule"],
-                         beta_start=float(cfg["beta_start"]), beta_end=float(cfg["beta_end"]),
-                         prediction_type="sample")
 
 
 def draw_patch_size(generator: torch.Generator, sizes=PATCH_SIZES, probabilities=PATCH_PROBABILITIES) -> int:

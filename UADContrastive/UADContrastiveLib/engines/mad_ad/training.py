@@ -20,7 +20,7 @@ from ..diffusion_common import add_noise
 from ..latent_autoencoder.denoiser_stage import prepare_denoiser, run_denoiser, trained_engine
 from ..latent_autoencoder.trainer import train_latent_engine
 from .engine import MadAdEngine
-from .masking import DEFAULT_SCHEDULE, random_patch_mask
+from .masking import random_patch_mask
 from .network import DEFAULT_DENOISER
 
 DESCRIPTION = ("MAD-AD (Beizaee et al. 2025): masked diffusion in the latent of a 2D KL autoencoder trained on "
@@ -71,7 +71,7 @@ def validate(denoiser, val_set, scheduler, max_ratio: float, device, batch_size:
 
 
 def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    setup = prepare_denoiser(config, codec, autoencoder_network, MadAdEngine, DEFAULT_DENOISER, DEFAULT_SCHEDULE,
+    setup = prepare_denoiser(config, codec, autoencoder_network, MadAdEngine, DEFAULT_DENOISER,
                              1, device)
     max_ratio = float(setup.cfg.get("max_mask_ratio", 0.4))
     weight = float(setup.cfg.get("mask_loss_weight", 0.5))

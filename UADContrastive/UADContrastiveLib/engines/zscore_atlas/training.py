@@ -13,9 +13,8 @@ import numpy as np
 
 from ...io import atomic_path
 from ...training.cohort import prepare_cohort
+from ...training.model_folder import write_card
 from ...training.slice_cache import load_subject
-from ...zoo.card import ModelCard
-from ...zoo.registry import sha256_file
 from .engine import ATLAS_FILE
 
 MIN_SUBJECTS_PER_VOXEL = 3
@@ -26,8 +25,6 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
     """Write the atlas model folder (atlas.npz + model.json) from cached training volumes.
 
     The card carries no thresholds: run `uadc calibrate` on the new atlas."""
-    from ...preprocess.templates import SHIPPED_TEMPLATE, load_template
-
     start = time.perf_counter()
     total = total_sq = count = None
     for subject_id in subject_ids:
@@ -45,23 +42,12 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / ATLAS_FILE) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, mean=mean.astype(np.float16), std=std.astype(np.float16))
-    from ...postprocess.filtering import PostprocessConfig
-
-    cohort = cohort or {}
-    card = ModelCard(
-        folder=out_dir, name=name or out_dir.name, engine="zscore_atlas", version=version,
-        modality=str(cohort.get("modality") or "T1"),
-        template=cohort.get("template", SHIPPED_TEMPLATE),
-        model_grid=load_template(name=cohort.get("template", SHIPPED_TEMPLATE)).grid,
-        postprocess=PostprocessConfig(),
-        training={"volumes": "slice cache: the detection path (template registration and brain mask)",
-                  **{k: v for k, v in cohort.items() if k not in ("modality", "template", "subjects")},
-                  "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
-                  "wall_time_minutes": round((time.perf_counter() - start) / 60, 1)},
-        files={ATLAS_FILE: sha256_file(out_dir / ATLAS_FILE)},
-        extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"},
-    )
-    card.write()
+    write_card(out_dir, engine="zscore_atlas", config={"name": name, "version": version}, files=[ATLAS_FILE],
+               cohort=cohort,
+               training={"volumes": "slice cache: the detection path (template registration and brain mask)",
+                         "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
+                         "wall_time_minutes": round((time.perf_counter() - start) / 60, 1)},
+               extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"})
     return out_dir
 
 

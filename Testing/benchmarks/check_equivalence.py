@@ -1,15 +1,17 @@
-"""Are detection results unchanged by a speed change? Runs `uadc detect` on the demo volume,
-IXI validation heads, BraTS and WML cases, then either stores the outputs as a reference or
-compares them with one stored before the change (float tolerance on maps, Dice on masks; AUPRC
-of the map against the lesion truth where there is one, before and after).
+"""Regression check: are detection results unchanged by a change meant to keep them (a speed-up,
+a refactoring)? Runs `uadc detect` on the demo volume, IXI validation heads, BraTS and WML cases,
+then either stores the outputs as a reference or compares them with one stored before the change
+(float tolerance on maps, Dice on masks; AUPRC of the map against the lesion truth where there
+is one, before and after). Exit 1 when any case differs. A maintainer's script like the
+benchmarks beside it (a few minutes of detection; not part of the test run).
 
-    python scripts/check_equivalence.py --save /tmp/uadc-reference     # before the change
-    python scripts/check_equivalence.py --compare /tmp/uadc-reference  # after it
+    python Testing/benchmarks/check_equivalence.py --save /tmp/uadc-reference     # before the change
+    python Testing/benchmarks/check_equivalence.py --compare /tmp/uadc-reference  # after it
 
 --code DIR runs another checkout's core (the folder holding UADContrastiveLib), so the reference
 can be taken with the code before the change. ITK runs on one thread (registration is not
 bit-repeatable with several), so any difference comes from the change. A change that alters the
-registration on purpose (issue 12) is judged by the brain-mask Dice and the AUPRC, not the
+registration on purpose is judged by the brain-mask Dice and the AUPRC, not the
 tolerance: the lines then say DIFF, and the summary gives the means.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _code_from_argv() -> Path:
@@ -88,7 +91,7 @@ def main() -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--save", type=Path)
     action.add_argument("--compare", type=Path)
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("UADC_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--heads", type=int, default=4, help="IXI validation heads")
     parser.add_argument("--lesions", type=int, default=2, help="BraTS and WML cases (each)")
     parser.add_argument("--code", type=Path, default=CODE, help="folder holding the UADContrastiveLib to run")
