@@ -77,7 +77,10 @@ class HealthyStatistics:
         for scale in (above_map, below_map):
             floor = SCALE_FLOOR_FRACTION * float(np.median(scale[covered]))
             np.maximum(scale, max(floor, 1e-6), out=scale)
-        return cls(median_map, above_map, below_map, list(scans))
+        # stored as float16 (a model folder holds 3 fields of 0.7 M voxels): the fitted values are
+        # rounded the same way at once, so calibration scores with exactly what detection will load
+        stored = [v.astype(np.float16).astype(np.float32) for v in (median_map, above_map, below_map)]
+        return cls(*stored, list(scans))
 
     def score(self, residual: np.ndarray) -> np.ndarray:
         """Signed healthy z-score of a model-grid residual (positive: brighter than expected)."""
@@ -92,9 +95,9 @@ class HealthyStatistics:
 
         path = Path(folder) / STATISTICS_FILE
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, median=self.median.astype(np.float32),
-                                scale_above=self.scale_above.astype(np.float32),
-                                scale_below=self.scale_below.astype(np.float32))
+            np.savez_compressed(handle, median=self.median.astype(np.float16),
+                                scale_above=self.scale_above.astype(np.float16),
+                                scale_below=self.scale_below.astype(np.float16))
         return path
 
     @classmethod
@@ -102,7 +105,7 @@ class HealthyStatistics:
         path = Path(folder) / STATISTICS_FILE
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(data["median"], data["scale_above"], data["scale_below"], list(scans))
+                return cls(*(data[k].astype(np.float32) for k in ("median", "scale_above", "scale_below")), list(scans))
         except (OSError, KeyError, ValueError) as error:
             raise ModelError(path, f"could not be read as healthy statistics ({error}).",
                              "Refit them: uadc calibrate --model MODEL --statistics HEALTHY_SCANS.") from None
