@@ -139,3 +139,17 @@ def test_statistics_round_trip(tmp_path):
     statistics.save(tmp_path)
     loaded = HealthyStatistics.load(tmp_path)
     np.testing.assert_array_equal(loaded.score(residuals[0]), statistics.score(residuals[0]))
+
+
+def test_a_scan_flagged_across_the_brain_gets_a_warning_a_few_findings_do_not():
+    from UADContrastiveLib.detection.detector import widespread_flagging_warning
+
+    brain = np.zeros(SHAPE, bool)
+    brain[4:20, 6:26, 6:26] = True
+    few = np.zeros(SHAPE, bool)
+    few[8:10, 8:10, 8:12] = True  # 16 of 6400 brain voxels
+    assert widespread_flagging_warning(few, brain) is None
+    wide = brain.copy()
+    wide[:12] = False  # half the brain
+    warning = widespread_flagging_warning(wide, brain)
+    assert warning.startswith("50 % of the brain is flagged") and "Training on your own healthy scans" in warning

@@ -97,4 +97,6 @@ def run(args) -> int:
     print(f"  outputs         : {out_root / 'mni152_demo'} "
           f"({names.HEALTHY}, {names.ANOMALY_MAP}, {names.SEGMENTATION}, {names.OVERVIEW})")
     print(f"  time            : {summary['seconds']} s on {detector.device}")
+    for warning in detection.quality.get("warnings", []):
+        print(f"  warning         : {warning}")
     return EXIT_OK

@@ -71,6 +71,27 @@ def _in_background(function, *args) -> Future:
     return future
 
 
+# A calibrated threshold flags about 0.5 % of a healthy brain; ten times that is no longer a few
+# findings in a healthy-looking scan but a scan unlike the healthy ones everywhere.
+WIDESPREAD_FLAGGED_SHARE = 0.05
+
+
+def widespread_flagging_warning(mask, brain) -> str | None:
+    """A warning when the mask covers more than WIDESPREAD_FLAGGED_SHARE of the brain: the scan as a
+    whole differs from the healthy scans the model was calibrated on (another scanner or protocol,
+    contrast, resolution, a processed or averaged image), so its regions are not findings."""
+    import numpy as np
+
+    inside = int(np.count_nonzero(brain))
+    share = np.count_nonzero(np.logical_and(mask, brain)) / inside if inside else 0.0
+    if share <= WIDESPREAD_FLAGGED_SHARE:
+        return None
+    return (f"{100 * share:.0f} % of the brain is flagged (a healthy scan: about 0.5 %): this scan differs from the "
+            "model's healthy training scans as a whole (scanner, protocol, contrast or resolution), so the flagged "
+            "regions are not reliable findings. A model trained on healthy scans of this kind would be "
+            "(README: Training on your own healthy scans).")
+
+
 @dataclass
 class Reconstruction:
     """A scan on the model grid and its healthy reconstruction, with what maps it back."""
@@ -260,6 +281,9 @@ class Detector:
         mask_array, components = threshold_components(
             sitk.GetArrayViewFromImage(anomaly_map), threshold, min_size, image.GetSpacing())
         anomaly_mask = image_like(mask_array.astype(np.uint8), image)
+        warning = widespread_flagging_warning(mask_array, sitk.GetArrayViewFromImage(pre.brain_mask_input) > 0)
+        if warning:
+            quality = {**quality, "warnings": [*quality.get("warnings", []), warning]}
         timings["threshold"] = time.perf_counter() - start
         report(ANOMALY_MAP, 1.0)
         return Detection(pre, healthy_image, anomaly_map, anomaly_mask, components, float(threshold), method,
