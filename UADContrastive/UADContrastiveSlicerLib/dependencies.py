@@ -3,7 +3,7 @@
 The single place that declares which Slicer the extension supports: the top-level
 CMakeLists.txt reads MINIMUM_SLICER_VERSION from this file (and refuses older Slicer
 builds), the README states it, and the module checks the running Python against
-SLICER_PYTHON_VERSION; Testing/unit/test_slicer_dependencies.py keeps them in agreement.
+SLICER_PYTHON_VERSION; Testing/unit/slicer/test_slicer_dependencies.py keeps them in agreement.
 
 Why Slicer 5.10: the pinned packages need Python >= 3.10 (monai 1.6.1) or
 >= 3.11 (matplotlib 3.11.2, and the scipy releases that build for current numpy), while

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TESTING = REPO / "Testing"
 MODULE_FILE = REPO / "UADContrastive" / "UADContrastive.py"
 RECORDED_RUN = TESTING / "fixtures" / "detect_json_progress.jsonl"

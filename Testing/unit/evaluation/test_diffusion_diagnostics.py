@@ -14,7 +14,7 @@ from UADContrastiveLib.evaluation.tuning import GridCase
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tiny_model import make_tiny_model
 
     return load_engine(make_tiny_model(tmp_path_factory.mktemp("diagnostics") / "tiny", responsive=True), "cpu")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODULE_DIR = REPO / "UADContrastive"
 MODULE_FILE = MODULE_DIR / "UADContrastive.py"
 SLICER_LIB = MODULE_DIR / "UADContrastiveSlicerLib"

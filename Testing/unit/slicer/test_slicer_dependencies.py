@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODULE_DIR = REPO / "UADContrastive"
 sys.path.insert(0, str(MODULE_DIR))
 sys.path.insert(0, str(REPO / "Testing"))

@@ -123,7 +123,7 @@ def test_untyped_card_of_a_film_model_from_training_reads_and_loads(tmp_path):
     import torch
     from UADContrastiveLib.engines import load_engine
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tiny_model import TINY_NETWORK, make_tiny_model
 
     folder = make_tiny_model(tmp_path / "film")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FAKE_WORKER = REPO / "Testing" / "fake_worker.py"
 sys.path.insert(0, str(REPO / "UADContrastive"))
 sys.path.insert(0, str(REPO / "Testing"))

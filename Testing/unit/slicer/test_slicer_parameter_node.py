@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import slicer_standins as standins  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODULE_FILE = REPO / "UADContrastive" / "UADContrastive.py"
 UI_FILE = REPO / "UADContrastive" / "Resources" / "UI" / "UADContrastive.ui"
 

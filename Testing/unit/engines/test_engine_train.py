@@ -248,7 +248,7 @@ def test_a_torchrun_run_on_two_processes_resumes_from_its_state_as_if_never_inte
     import yaml
 
     cache = make_cache(tmp_path / "cache")
-    code = Path(__file__).resolve().parents[2] / "UADContrastive"
+    code = Path(__file__).resolve().parents[3] / "UADContrastive"
     env = {**os.environ, "UADC_SLICE_CACHE": str(cache), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])}
     recipe = {**TINY, "subjects": {"train": ["S0", "S1"], "validation": ["S2"]},
