@@ -14,15 +14,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import EXIT_OK, InputError
-from ..protocol import TEMPLATE
-from ..resources import TEMPLATES
 from .intensity import INTENSITY_RANGE
 from .templates import (
     ATLAS_FILE,
     ATLAS_TABLE_FILE,
     SHIPPED_TEMPLATE,
-    T2_TEMPLATE,
     TEMPLATE_KINDS,
     ModelGrid,
     Template,
@@ -132,52 +128,3 @@ def write_atlas(vote: LabelVote, reference: sitk.Image, pairs: list, out_dir: Pa
              "rebuild": f"uadc template --data <ixi_t1> --count {len(pairs)}",
              "labels": names.to_json()}
     write_text(json.dumps(table, indent=1), out_dir / ATLAS_TABLE_FILE)
-
-
-def run_template(args) -> int:
-    """`uadc template`: rebuild a shipped template from the first N training subjects: the T1
-    template and its label atlas from the IXI T1 folder, or (`--modality T2`) the T2 head template
-    from a cohort folder of T2 heads with brain masks (training.ixi_t2_cohort writes one)."""
-    from ..progress import Progress
-
-    t2 = str(args.modality).upper() == "T2"
-    pairs, dlmuse_dir = t2_template_pairs(Path(args.data), args.count) if t2 else t1_template_pairs(args)
-    progress = Progress()
-    name = T2_TEMPLATE if t2 else SHIPPED_TEMPLATE
-    rebuild = (f"uadc template --modality T2 --data <ixi-t2 cohort folder> --count {args.count}" if t2
-               else f"uadc template --data <ixi_t1> --count {args.count}")
-    build_template(pairs, Path(args.out) if args.out else TEMPLATES, dlmuse_dir, name=name, rebuild=rebuild,
-                   progress=lambda done, total: progress(TEMPLATE, done / total, f"{done}/{total} subjects"))
-    progress.close()
-    return EXIT_OK
-
-
-def t1_template_pairs(args) -> tuple[list[tuple[Path, Path]], Path]:
-    """(image, DLMUSE parcellation) of the first IXI T1 training subjects, and DLMUSE's label lists."""
-    from ..datasets import ixi_subjects, split
-
-    training, _ = split(ixi_subjects(Path(args.data)))
-    pairs = [(s.image, s.brain_mask) for s in training[: args.count] if s.brain_mask is not None]
-    if not pairs:  # an empty average would overwrite the shipped template with zeros
-        raise InputError(args.data, "holds no IXI training subjects with parcellations "
-                         "(images/*_T1.nii.gz and brain_parcellation/*_T1_DLMUSE.nii.gz).",
-                         "Point --data to ../shared/data/ixi_t1.")
-    dlmuse_dir = Path(args.data) / "dlmuse"
-    if not (dlmuse_dir / "rois.csv").exists() or not (dlmuse_dir / "derived.csv").exists():
-        raise InputError(dlmuse_dir, "lacks DLMUSE's label lists rois.csv and derived.csv (the atlas's names).",
-                         "Point --data to ../shared/data/ixi_t1.")
-    return pairs, dlmuse_dir
-
-
-def t2_template_pairs(folder: Path, count: int) -> tuple[list[tuple[Path, Path]], None]:
-    """(T2 head, brain mask) of the first training scans of a cohort folder, split as `uadc train`
-    splits it (so the template never holds a validation head); no label atlas (the T1 one serves)."""
-    from ..datasets import split
-    from ..training.cohort import read_cohort
-
-    training, _ = split(read_cohort(folder).subjects)
-    pairs = [(s.image, s.brain_mask) for s in training[:count] if s.brain_mask is not None]
-    if not pairs:
-        raise InputError(folder, "holds no training scans with brain masks (<scan>_brain_mask.nii.gz).",
-                         "Write the IXI T2 cohort with `python -m UADContrastiveLib.training.ixi_t2_cohort`.")
-    return pairs, None
