@@ -91,7 +91,7 @@ def test_wrong_modality_is_warned_in_the_report(shared_data, tiny_model, tmp_pat
     assert main(["detect", str(case / "flair.nii.gz"), "--out-dir", str(tmp_path), "--model", str(tiny_model),
                  "--no-overview"]) == 0
     report = json.loads((tmp_path / "flair" / "report.json").read_text(encoding="utf-8"))
-    assert any("does not look T1-weighted" in w for w in report["warnings"])
+    assert any("the model reads T1" in w and "FLAIR" in w for w in report["warnings"])
 
 
 def test_unwritable_output_folder(ixi_scan, tiny_model, tmp_path, capsys):

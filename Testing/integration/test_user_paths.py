@@ -105,7 +105,8 @@ def test_detect_on_a_dicom_folder(ixi_head, tiny_model, tmp_path):
     detect(series, "--out-dir", tmp_path / "out", "--model", tiny_model)
     folder = tmp_path / "out" / "head-series"  # named after the folder
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [names.HEALTHY, names.ANOMALY_MAP, names.ANOMALY_MASK, names.SEGMENTATION, names.BRAIN_MASK, names.REPORT])
+        [names.HEALTHY, names.ANOMALY_MAP, names.ANOMALY_MASK, names.SEGMENTATION, names.BRAIN_MASK, names.ANATOMY,
+         names.REPORT])
     for name in (names.HEALTHY, names.ANOMALY_MAP, names.BRAIN_MASK):
         assert same_grid(sitk.ReadImage(str(folder / name)), read), name
     report = json.loads((folder / names.REPORT).read_text(encoding="utf-8"))

@@ -84,6 +84,6 @@ def _write_overview(detection, regions, path: Path) -> None:
 
     oriented = sitk.DICOMOrient(mask, "LPS")
     write_overview_png(axial(detection.preprocessed.input_reference), axial(detection.healthy),
-                       axial(detection.anomaly_map), sitk.GetArrayViewFromImage(oriented), path,
+                       axial(detection.anomaly_map), sitk.GetArrayFromImage(oriented), path,
                        brain=axial(detection.preprocessed.brain_mask_input), regions=axial(ids),
                        spacing=oriented.GetSpacing()[:2])
