@@ -95,24 +95,15 @@ def verdict(model: str, checks: list[Check]) -> dict:
 
 
 def head_maps(detector, cases: list[dict], progress=None) -> list[HeadMap]:
-    """Maps of healthy heads through the detection path (nothing thresholded)."""
-    import SimpleITK as sitk
+    """Maps of healthy heads through the detection path (nothing thresholded); the heads the
+    detection path refuses are left out (the protocol's own sets report them)."""
+    from ..datasets import Subject
+    from ..protocol import SHIPPING_RULE
+    from ..training.calibration import detect_maps
 
-    from ..errors import InputError
-    from ..io import read_volume
-
-    heads = []
-    for index, case in enumerate(cases):
-        if progress:
-            progress("shipping rule", index / max(1, len(cases)), case["id"])
-        image = read_volume(case["image"])
-        try:
-            detection = detector.run(image, None, float("inf"), 0.0, source=case["image"])
-        except InputError:
-            continue  # refused heads are reported by the protocol's own sets
-        heads.append(HeadMap(case["id"], sitk.GetArrayFromImage(detection.anomaly_map),
-                             sitk.GetArrayFromImage(detection.preprocessed.brain_mask_input) > 0, image.GetSpacing()))
-    return heads
+    found = detect_maps(detector, [Subject(case["id"], Path(case["image"])) for case in cases],
+                        progress or (lambda *_: None), SHIPPING_RULE, say=lambda _message: None)
+    return [HeadMap(scan.id, anomaly_map, brain, image.GetSpacing()) for scan, anomaly_map, brain, image in found]
 
 
 def skull_stripped_twins(healthy_cases: list[dict], ixi_root: Path, out_dir: Path) -> list[dict]:
