@@ -54,7 +54,7 @@ FOLDS = 5  # held-out statistics for the thresholds: 5 folds cost 5 fits instead
 VARIANTS = {
     "default": {},
     "median5": {"size": 5},
-    "gaussian3": {"filter": "gaussian", "size": 3},
+    "median3": {"filter": "median", "size": 3},
     "positive": {"polarity": "positive"},
     "negative": {"polarity": "negative"},
     "erosion2": {"erosion_mm": 2.0},
@@ -111,9 +111,18 @@ def statistics_heads(data: Path) -> list[GridCase]:
     return [GridCase(s.id, *slice_cache.load_subject(s.id)) for s in cohort if slice_cache.cache_path(s.id).exists()]
 
 
+def reconstruction_key(model_dir: Path) -> str:
+    """What a reconstruction depends on: the engine, its network, its inference settings and its
+    weights (not statistics, thresholds or evaluation fields, which recalibration rewrites)."""
+    card = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    weights = {name: digest for name, digest in card.get("files", {}).items() if name.endswith(".pt")}
+    key = {k: card.get(k) for k in ("engine", "network", "inference", "model_grid", "preprocessing")}
+    return hashlib.sha256(json.dumps({**key, "weights": weights}, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def reconstructions(engine, model_dir: Path, cases: list[GridCase], log=print) -> dict[str, np.ndarray]:
     """The engine's reconstruction of every case, cached per model (its weights' checksums)."""
-    digest = hashlib.sha256((Path(model_dir) / "model.json").read_bytes()).hexdigest()[:16]
+    digest = reconstruction_key(Path(model_dir))
     cache = user_cache_dir() / "tuning" / digest
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
