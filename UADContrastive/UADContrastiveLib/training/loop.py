@@ -139,7 +139,8 @@ def set_rng_state(state: dict, generator: torch.Generator, augment: Augment | No
 
 
 def random_batch(dataset: SliceDataset, generator: torch.Generator, batch_size: int, device):
+    """(images, brains) on `device` and the slices' axial positions on the model grid (numpy)."""
     index = torch.randint(len(dataset), (batch_size,), generator=generator).numpy()
     images = torch.from_numpy(dataset.images[index][:, None].copy())
     brains = torch.from_numpy(dataset.brains[index][:, None].astype(np.float32))
-    return images.to(device), brains.to(device)
+    return images.to(device), brains.to(device), dataset.positions[index]

@@ -156,6 +156,7 @@ class SliceDataset:
         self.images = np.concatenate(images) if images else np.zeros(shape, np.float32)
         self.brains = np.concatenate(brains) if brains else np.zeros(shape, bool)
         self.index = index
+        self.positions = np.array([z for _, z in index], dtype=np.int64)  # axial slice on the model grid
         self.transform = transform
 
     def __len__(self) -> int:

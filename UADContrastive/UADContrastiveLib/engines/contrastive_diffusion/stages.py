@@ -145,9 +145,9 @@ def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: boo
     bar = progress_bar(budget, "encoder", dist_.main)
     last_ckpt = time.perf_counter()
     while not dist_.agree(budget.done()):
-        images, brains = random_batch(data, generator, int(cfg["batch_size"]), device)
-        view1 = augment(images.cpu(), brains.cpu()).to(device)
-        view2 = augment(images.cpu(), brains.cpu()).to(device)
+        images, brains, positions = random_batch(data, generator, int(cfg["batch_size"]), device)
+        view1 = augment(images.cpu(), brains.cpu(), positions).to(device)
+        view2 = augment(images.cpu(), brains.cpu(), positions).to(device)
         if views:
             view2 = anomaly_view(view2, brains, generator, views)
         with autocast(device):
@@ -285,8 +285,8 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     warmup = max(1, int(cfg.get("warmup_steps", 20)))
     patch_cfg = cfg.get("patch") or {}
     while not dist_.agree(budget.done()):
-        images, brains = random_batch(data, generator, int(cfg["batch_size"]), device)
-        x = augment(images.cpu(), brains.cpu()).to(device)
+        images, brains, positions = random_batch(data, generator, int(cfg["batch_size"]), device)
+        x = augment(images.cpu(), brains.cpu(), positions).to(device)
         t = torch.randint(t_low, t_high, (len(x),), generator=generator).to(device)
         noise = draw_noise(x.shape, generator, device, cfg)
         x0 = to_model(x)

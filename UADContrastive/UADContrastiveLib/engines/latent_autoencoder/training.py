@@ -100,8 +100,8 @@ def train_autoencoder(config: dict, train_ids: list[str], val_ids: list[str], ou
                                                            int(cfg.get("validation_slices", 64)), min_fraction)
 
     def loss() -> torch.Tensor:
-        images, brains = random_batch(data, generator, batch_size, device)
-        return autoencoder_loss(codec, augment(images.cpu(), brains.cpu()).to(device), kl_weight, gradient_weight)[0]
+        images, brains, positions = random_batch(data, generator, batch_size, device)
+        return autoencoder_loss(codec, augment(images.cpu(), brains.cpu(), positions).to(device), kl_weight, gradient_weight)[0]
 
     spec = StageSpec(
         name="autoencoder", model=codec, generator=generator, augment=augment, loss=loss,
