@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from UADContrastiveLib.preprocess.templates import load_atlas
 from UADContrastiveLib.training.augment import (
     REGIONAL_FACTORS,
