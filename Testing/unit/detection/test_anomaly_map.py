@@ -90,7 +90,8 @@ def test_brighter_and_darker_anomalies_both_score():
     assert anomaly[9:11, 11:13, 11:13].min() > 5 and anomaly[9:11, 19:21, 19:21].min() > 5
     bright_only = AnomalyMapChain(chain.residual, statistics, PostprocessConfig(erosion_mm=0, polarity="positive"))
     only = bright_only.model_map(volume, np.zeros(SHAPE, np.float32), brain)
-    assert only[9:11, 11:13, 11:13].min() > 5 and only[9:11, 19:21, 19:21].max() == 0
+    # the darker blob scores nothing of its own; only the bright blob's filter tail reaches it
+    assert only[9:11, 11:13, 11:13].min() > 5 and only[9:11, 19:21, 19:21].max() < 0.1
 
 
 def test_a_lesion_does_not_change_the_score_elsewhere():
@@ -121,9 +122,9 @@ def test_a_card_without_postprocessing_gets_the_default(tmp_path):
     card.pop("postprocess")
     (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
     assert ModelCard.read(tmp_path).postprocess == DEFAULTS
-    card["postprocess"] = {"filter": "gaussian"}  # a partial entry: the rest is the default too
+    card["postprocess"] = {"filter": "median"}  # a partial entry: the rest is the default too
     (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    assert ModelCard.read(tmp_path).postprocess == PostprocessConfig(filter="gaussian")
+    assert ModelCard.read(tmp_path).postprocess == PostprocessConfig(filter="median")
 
 
 def test_statistics_of_the_old_kind_are_refused_with_what_to_do(tmp_path):
