@@ -100,12 +100,13 @@ def test_a_lesion_does_not_change_the_score_elsewhere():
     statistics = HealthyStatistics.fit(residuals, brains)
     scan = residuals[0].copy()
     lesioned = scan.copy()
-    lesioned[6:14, 8:20, 8:20] = 1.0  # a lesion of 7 % of the brain
+    lesioned[5:11, 7:15, 7:15] = 1.0  # a lesion of 6 % of the brain
     shipped = ModelCard.read(SHIPPED_MODELS / "contrastive-diffusion-t1").postprocess
     chain = AnomalyMapChain(lambda volume, healthy: volume - healthy, statistics, shipped)
     healthy = np.zeros(SHAPE, np.float32)
     far = np.ones(SHAPE, bool)
-    far[4:16, 6:22, 6:22] = False  # the lesion and the filter's reach around it
+    far[0:17, 1:21, 1:21] = False  # the lesion and the Gaussian's reach around it (truncated at 4 sigma: 5 voxels)
+    assert (far & brain).sum() > 1500
     np.testing.assert_array_equal(chain.model_map(scan, healthy, brain)[far & brain],
                                   chain.model_map(lesioned, healthy, brain)[far & brain])
 
