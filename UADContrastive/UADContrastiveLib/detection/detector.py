@@ -88,7 +88,7 @@ def widespread_flagging_warning(mask, brain) -> str | None:
         return None
     return (f"{100 * share:.0f} % of the brain is flagged (a healthy scan: about 0.5 %): this scan differs from the "
             "model's healthy training scans as a whole (scanner, protocol, contrast or resolution), so the flagged "
-            "regions are not reliable findings. A model trained on healthy scans of this kind would be "
+            "regions are not reliable findings. Such a scan needs a model trained on healthy scans like it "
             "(README: Training on your own healthy scans).")
 
 
