@@ -106,6 +106,56 @@ def test_resume_equals_uninterrupted_training(tmp_path):
     assert state["step"] == 4
 
 
+def test_the_encoder_stage_resumes_as_if_never_interrupted(tmp_path):
+    """The contrastive stage on the stage runner: stopped after 1 of 2 steps and resumed, it ends
+    with the weights, AdamW state, batch stream and augmentation streams of a straight run."""
+    straight = config(tmp_path / "a")
+    training.train(straight, None, tmp_path / "a" / "model", "encoder", device="cpu")
+    interrupted = config(tmp_path / "b")
+    interrupted["encoder"]["max_steps"] = 1
+    training.train(interrupted, None, tmp_path / "b" / "model", "encoder", device="cpu")
+    halfway = load_checkpoint(tmp_path / "b" / "ckpt" / "encoder.ckpt.pt")
+    interrupted["encoder"]["max_steps"] = 2
+    training.train(interrupted, None, tmp_path / "b" / "model", "encoder", resume=True, device="cpu")
+
+    a = load_checkpoint(tmp_path / "a" / "ckpt" / "encoder.ckpt.pt")
+    b = load_checkpoint(tmp_path / "b" / "ckpt" / "encoder.ckpt.pt")
+    assert halfway["step"] == 1 and a["step"] == b["step"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert not all(torch.equal(a["model"][k], halfway["model"][k]) for k in a["model"])  # the resumed step trained
+    for index, moments in a["optimizer"]["state"].items():
+        assert all(torch.equal(moments[k], b["optimizer"]["state"][index][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert torch.equal(a["rng"][0]["generator"], b["rng"][0]["generator"])
+    assert not torch.equal(a["rng"][0]["generator"], halfway["rng"][0]["generator"])
+    for x, y in zip(a["rng"][0]["augment"], b["rng"][0]["augment"]):  # numpy RandomState tuples
+        assert x[0] == y[0] and np.array_equal(x[1], y[1]) and x[2:] == y[2:]
+    assert a["recent_losses"] == b["recent_losses"]
+    final = load_checkpoint(tmp_path / "b" / "ckpt" / "encoder_final.pt")
+    assert final["summary"]["steps"] == 2 and all(torch.equal(final["model"][k], b["model"][k]) for k in final["model"])
+
+
+def test_a_resumed_run_s_card_records_the_whole_state_s_training_time_and_steps(tmp_path):
+    """A run that resumes a state trained for hours writes a card with the state's minutes and
+    steps (every stage, every run), not only its own: what the evaluation table reports."""
+    from UADContrastiveLib.zoo.card import cumulative_training
+
+    cfg = config(tmp_path, max_steps=2)
+    training.train(cfg, None, tmp_path / "model", "all", device="cpu")
+    checkpoint = tmp_path / "ckpt" / "diffusion.ckpt.pt"
+    state = load_checkpoint(checkpoint)
+    state["elapsed"] = 178 * 60.0  # as if earlier working periods had trained 178 minutes
+    torch.save(state, checkpoint)
+    cfg["diffusion"]["max_steps"] = 4
+    training.train(cfg, None, tmp_path / "model", "diffusion", resume=True, device="cpu")
+
+    record = zoo.verify_model(tmp_path / "model").training
+    assert record["training_steps"] == {"encoder": 2, "diffusion": 4}
+    assert record["diffusion"]["steps"] == 4 and 178.0 <= record["diffusion"]["minutes"] < 179.0
+    assert record["training_minutes"] == round(record["encoder"]["minutes"] + record["diffusion"]["minutes"], 1)
+    assert 178.0 <= record["training_minutes"] < 179.0 and record["this_run_minutes"] < 5
+    assert cumulative_training(record)["minutes"] == record["training_minutes"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

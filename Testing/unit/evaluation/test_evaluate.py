@@ -155,7 +155,10 @@ def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_pa
         name: tmp_path / f"{name}.csv" for part in protocol.PARTS.values() for name in part})
     monkeypatch.setattr(protocol, "read_cases_csv", lambda path: [{"id": "ok"}, {"id": "pat0006"}])
     monkeypatch.setattr(detector_module, "Detector", lambda model, device: SimpleNamespace(
-        card=SimpleNamespace(name=model, version="1.0", training={"wall_time_minutes": 5})))
+        card=SimpleNamespace(name=model, version="1.0", training={
+            # a card written before cards summed the runs: wall_time_minutes was the last run's alone
+            "wall_time_minutes": 36.2, "encoder": {"initialised_from": "contrastive-diffusion-t1"},
+            "diffusion": {"steps": 2951, "minutes": 178.38}})))
 
     def evaluate_cases(detector, cases, dataset):
         row = {"dataset": dataset, "auprc": 0.5, "dice": 0.2, "best_dice": 0.3, "fp_fraction": 0.01, "seconds": 2.0}
@@ -169,6 +172,7 @@ def test_protocol_run_keeps_refused_cases_out_of_the_means_and_names_them(tmp_pa
     assert result["shipping_rule"][0]["ships"] is False
     assert [(r["set"], r["cases"], r["refused"]) for r in result["table"]] == [
         ("tuning_real_shapes", 1, ["pat0006"]), ("tuning_healthy", 1, ["pat0006"])]
+    assert {r["training_minutes"] for r in result["table"]} == {178.4}  # the whole state's, not the last run's
     written = json.loads((tmp_path / "out" / "table.json").read_text())["table"]
     assert written[0]["refused"] == ["pat0006"]
     assert "m 1.0 on tuning_real_shapes: pat0006" in (tmp_path / "out" / "table.md").read_text()

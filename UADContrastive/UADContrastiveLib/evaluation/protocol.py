@@ -130,8 +130,8 @@ def table_markdown(table: list[dict], part: str) -> str:
         lines += ["", "Refused by the detection path (left out of the means): " + "; ".join(refusals) + "."]
     lines += ["", "Data: " + "; ".join(f"{k}: {v}" for k, v in NOTES.items() if any(r['set'] == k for r in table)),
               f"Machine: {platform.processor() or platform.machine()}, times are medians per volume, end to end "
-              "(preprocessing, reconstruction, map, threshold); training is the card's wall time on the "
-              "machine it names."]
+              "(preprocessing, reconstruction, map, threshold); training is the card's training time over "
+              "every run that resumed it, on the machine it names."]
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +143,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
     rule = rule or shipping_rule
     from ..detection.detector import Detector
     from ..resources import user_cache_dir
+    from ..zoo.card import cumulative_training
 
     out_dir = Path(out_dir)
     sets_folder = "evaluation-sets-t2" if modality == "T2" else "evaluation-sets"
@@ -156,7 +157,7 @@ def run_protocol(models: list[str], data: Path, out_dir: Path, part: str, evalua
         detector = Detector(model, device)
         name = f"{detector.card.name} {detector.card.version}"
         results[name], refused[name] = {}, {}
-        training_minutes[name] = detector.card.training.get("wall_time_minutes")
+        training_minutes[name] = cumulative_training(detector.card.training)["minutes"]
         for set_name in parts_of(modality)[part]:
             cases = read_cases_csv(paths[set_name])
             start = time.perf_counter()

@@ -10,9 +10,12 @@ from torch import nn
 
 
 class Dist:
-    def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+    """The processes of this training as torchrun started them; with from_environment=False a
+    single process whatever the environment says (a stage that never runs distributed)."""
+
+    def __init__(self, device: torch.device, from_environment: bool = True):
+        self.world = int(os.environ.get("WORLD_SIZE", "1")) if from_environment else 1
+        self.rank = int(os.environ.get("RANK", "0")) if from_environment else 0
         self.enabled = self.world > 1
         self.device = device
         if self.enabled and not dist.is_initialized():

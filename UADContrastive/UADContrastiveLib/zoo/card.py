@@ -22,6 +22,24 @@ DEFAULT_MIN_SIZE_MM3 = 64.0
 _TYPED_FIELDS = ("name", "version", "engine", "modality", "template", "model_grid", "preprocessing",
                  "network", "inference", "postprocess", "thresholds", "training", "evaluation", "files")
 
+# the card's training records of the stages a training state resumes; each counts its minutes
+# and steps over every run of its checkpoint (training.stage_runner)
+RESUMABLE_STAGES = ("encoder", "diffusion", "autoencoder", "denoiser")
+
+
+def cumulative_training(training: dict) -> dict:
+    """{"minutes", "steps"} the weights of a card took over every run that trained them: the sum
+    of its stages' records, whichever resumed run wrote the card (a card without stage records,
+    the atlas, has its one run's wall time). The figures a card records (`training_minutes`,
+    `training_steps`) come first; older cards are read from their stage records."""
+    if training.get("training_minutes") is not None:
+        return {"minutes": training["training_minutes"], "steps": training.get("training_steps") or {}}
+    stages = {name: training[name] for name in RESUMABLE_STAGES
+              if isinstance(training.get(name), dict) and training[name].get("minutes") is not None}
+    if not stages:  # one run: its wall time (older cards: wall_time_minutes)
+        return {"minutes": training.get("this_run_minutes", training.get("wall_time_minutes")), "steps": {}}
+    return {"minutes": round(sum(float(stage["minutes"]) for stage in stages.values()), 1),
+            "steps": {name: stage["steps"] for name, stage in stages.items() if stage.get("steps") is not None}}
 
 
 def status_kind(status) -> str:

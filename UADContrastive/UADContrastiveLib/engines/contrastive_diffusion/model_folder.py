@@ -17,9 +17,9 @@ from .stages import VALIDATION_WHAT, brain_mae, load_pretrained_encoder
 
 
 def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: list[str], val_ids: list[str],
-                       device: torch.device, wall_seconds: float, extra: dict | None = None,
+                       device: torch.device, wall_seconds: float | None, extra: dict | None = None,
                        cohort: dict | None = None) -> Path:
-    """The UNet's (and the encoder's) weights and the card."""
+    """The UNet's (and the encoder's) weights and the card; wall_seconds: this run's wall time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine: ContrastiveDiffusionEngine = result["engine"]
@@ -34,7 +34,6 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
     modality = str(cohort.get("modality") or config.get("modality") or "T1")
     training = {
         "subjects": {**cohort.get("subjects", {}), "train": train_ids, "validation": val_ids},
-        "wall_time_minutes": round(wall_seconds / 60, 1),
         "processes": result.get("world_size", 1),
         "encoder": result.get("encoder_summary"),
         "diffusion": {"steps": result["steps"], "minutes": result["minutes"], "batch_size": result["batch_size"],
@@ -46,7 +45,7 @@ def write_model_folder(out_dir: Path, config: dict, result: dict, train_ids: lis
                extra={"description": describe(result["network"].get("conditioned", True), modality),
                       "validation": result["validation"], **(extra or {})},
                slice_min_brain_fraction=config["min_slice_fraction"], hardware=hardware(device),
-               data="IXI T1 (healthy), ../shared/data/ixi_t1")
+               data="IXI T1 (healthy), ../shared/data/ixi_t1", run_seconds=wall_seconds)
     return out_dir
 
 
@@ -93,5 +92,5 @@ def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], v
                              "what": VALIDATION_WHAT},
               "encoder_summary": state.get("encoder_summary", {}), "batch_size": None,
               "engine": engine, "world_size": None}
-    return write_model_folder(Path(out_dir), config, result, train_ids, val_ids, device_, state["elapsed"],
+    return write_model_folder(Path(out_dir), config, result, train_ids, val_ids, device_, None,
                               {"status": f"exported from a training checkpoint at step {state['step']}"})

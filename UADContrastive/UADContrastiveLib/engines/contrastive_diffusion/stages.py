@@ -8,10 +8,9 @@ Stages:
               square is noised, the clean rest is context) and with multiscale noise.
   all       - both; the diffusion stage writes the model folder (`model_folder`).
 Data: IXI T1 slices from the slice cache (built on first use through the detection path),
-split by subject with `datasets.split`. Budgets are wall-clock minutes; checkpoints
-(model, optimizer, EMA, step, elapsed time, every RNG state) are written every
-`checkpoint_minutes` and at the end, and `resume=True` continues bit-exactly from them.
-Under torchrun (WORLD_SIZE > 1) training runs with DistributedDataParallel.
+split by subject with `datasets.split`. Both stages run on `training.stage_runner` (budgets,
+checkpoints, bit-exact resume, EMAs, DistributedDataParallel under torchrun); this file holds
+their networks, batches and losses.
 """
 from __future__ import annotations
 
@@ -20,29 +19,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ...training import slice_cache
 from ...training.augment import Augment
 from ...training.corruptions import anomaly_view
-from ...training.distributed import Dist, gather
-from ...training.loop import (
-    Budget,
-    autocast,
-    checkpoint_path,
-    count_step,
-    load_checkpoint,
-    log_record,
-    progress_bar,
-    random_batch,
-    rng_state,
-    save_atomic,
-    set_rng_state,
-)
+from ...training.distributed import Dist
+from ...training.loop import checkpoint_path, load_checkpoint, random_batch, save_atomic
 from ...training.slice_cache import validation_slices
-from ...training.stage_runner import update_ema
+from ...training.stage_runner import JointModule, StageSpec, run_stage
 from ..base import load_weights
 from ..diffusion_common import build_scheduler
 from .diffusion import DEFAULT_SCHEDULE, add_noise, build_unet, draw_noise, to_model
@@ -109,66 +95,45 @@ def random_patch_masks(shape, generator: torch.Generator, probability: float, si
 
 def train_encoder(config: dict, train_ids: list[str], out_dir: Path, resume: bool, dist_: Dist,
                   progress: Callable[[float], None] | None = None) -> nn.Module:
+    """Contrastive pre-training of the encoder (constant learning rate, no EMA, no clipping);
+    writes encoder_final.pt (weights, network, summary) beside the checkpoint."""
     cfg = config["encoder"]
     device = dist_.device
     seed = int(config.get("seed", 0)) + 1000 * dist_.rank
     torch.manual_seed(int(config.get("seed", 0)))  # identical initial weights on every rank
     encoder = build_encoder(cfg["network"]).to(device)
     module = dist_.wrap(ContrastiveModule(encoder))
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     loss_fn = contrastive_loss(float(cfg["temperature"]))
     generator = torch.Generator().manual_seed(seed)
     augment = Augment(config.get("augmentation", {}), seed)
     views = tuple(cfg.get("anomaly_views") or ())
     data = slice_cache.SliceDataset(train_ids, config.get("cache_dir"), float(config["min_slice_fraction"]))
-    ckpt = checkpoint_path(config, out_dir, "encoder")
-    log_path = ckpt.with_name("encoder_log.jsonl") if dist_.main else None
-    budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
-    losses: list[float] = []
-    if resume and ckpt.exists():
-        state = load_checkpoint(ckpt, device)
-        encoder.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
-        budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
-        losses = list(state.get("recent_losses", []))
-    encoder.train()
 
-    def save():
-        rng = gather(rng_state(generator, augment), dist_)
-        if dist_.main:
-            save_atomic({"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "step": budget.step,
-                          "elapsed": budget.elapsed, "rng": rng, "config": cfg,
-                          "recent_losses": losses[-50:]}, ckpt)
-
-    bar = progress_bar(budget, "encoder", dist_.main)
-    last_ckpt = time.perf_counter()
-    while not dist_.agree(budget.done()):
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views of the same slices: intensity-augmented, the second also anomaly-imitating."""
         images, brains, positions = random_batch(data, generator, int(cfg["batch_size"]), device)
         view1 = augment(images.cpu(), brains.cpu(), positions).to(device)
         view2 = augment(images.cpu(), brains.cpu(), positions).to(device)
         if views:
             view2 = anomaly_view(view2, brains, generator, views)
-        with autocast(device):
-            p1, p2 = module(view1, view2)
-            loss = loss_fn(p1.float(), p2.float())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
-        if time.perf_counter() - last_ckpt > 60 * float(config.get("checkpoint_minutes", 5)):
-            save()
-            last_ckpt = time.perf_counter()
-    bar.close()
-    save()
+        return view1, view2
+
+    def loss(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        p1, p2 = module(view1, view2)
+        return loss_fn(p1.float(), p2.float())
+
+    spec = StageSpec(
+        name="encoder", model=encoder, batch=batch, loss=loss, generator=generator, augment=augment,
+        optimizer=torch.optim.AdamW(encoder.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"])),
+        lr=float(cfg["lr"]), minutes=cfg.get("minutes"), max_steps=cfg.get("max_steps"), warmup_steps=1,
+        grad_clip=None, extra_state={"config": cfg})
+    ckpt = checkpoint_path(config, out_dir, "encoder")
+    result = run_stage(spec, ckpt, device, resume, float(config.get("checkpoint_minutes", 5)), progress, dist_)
     if dist_.main:
-        summary = {"steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
-                   "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        summary = {"steps": result["steps"], "minutes": result["minutes"], "final_loss": result["final_loss"],
                    "anomaly_views": list(views), "batch_size": int(cfg["batch_size"]) * dist_.world}
         save_atomic({"model": encoder.state_dict(), "summary": summary, "network": cfg["network"]},
-                     ckpt.with_name("encoder_final.pt"))
+                    ckpt.with_name("encoder_final.pt"))
     dist_.barrier()
     return encoder.eval()
 
@@ -229,8 +194,6 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
                 part.to(memory_format=torch.channels_last)
     module = dist_.wrap(DiffusionModule(unet, encoder if conditioned else None))
     params = list(unet.parameters()) + (list(encoder.parameters()) if train_encoder_too else [])
-    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     scheduler = build_scheduler(cfg["network"].get("schedule"), DEFAULT_SCHEDULE)
     generator = torch.Generator().manual_seed(seed)
     augment = Augment(config.get("augmentation", {}), seed)
@@ -239,25 +202,6 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
     val_cfg = config.get("validation", {})
     val_images, val_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("slices", 128)), min_fraction)
                               if dist_.main and val_ids else (torch.zeros(0, 1, 96, 96), torch.zeros(0, 1, 96, 96)))
-    ckpt = checkpoint_path(config, out_dir, "diffusion")
-    log_path = ckpt.with_name("diffusion_log.jsonl") if dist_.main else None
-    budget = Budget(cfg.get("minutes"), cfg.get("max_steps"))
-    history: list[dict] = []
-    losses: list[float] = []
-    if resume and ckpt.exists():
-        state = load_checkpoint(ckpt, device)
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        if train_encoder_too and state.get("encoder") is not None:
-            encoder.load_state_dict(state["encoder"])
-            encoder_ema.load_state_dict(state.get("encoder_ema") or state["encoder"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"][min(dist_.rank, len(state["rng"]) - 1)], generator, augment)
-        budget = Budget(cfg.get("minutes"), cfg.get("max_steps"), state["elapsed"], state["step"])
-        losses = list(state.get("recent_losses", []))
-        history = state.get("history", [])
-        encoder_summary = state.get("encoder_summary", encoder_summary)
-    unet.train()
     inference = {**DEFAULT_INFERENCE, **config.get("inference", {})}
     network = {"conditioned": conditioned, "unet": unet_cfg, "schedule": cfg["network"].get("schedule"),
                "encoder": config["encoder"]["network"] if conditioned else None}
@@ -266,25 +210,13 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         enc = copy.deepcopy(encoder_ema if encoder_ema is not None else encoder).eval() if encoder is not None else None
         return ContrastiveDiffusionEngine(copy.deepcopy(ema), enc, network, inference, device)
 
-    def save():
-        rng = gather(rng_state(generator, augment), dist_)
-        if dist_.main:
-            save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                          "encoder": encoder.state_dict() if train_encoder_too else None,
-                          "encoder_ema": encoder_ema.state_dict() if encoder_ema is not None else None,
-                          "step": budget.step, "elapsed": budget.elapsed, "rng": rng, "history": history,
-                          "encoder_summary": encoder_summary, "config": cfg,
-                          "recent_losses": losses[-50:]}, ckpt)
-
-    bar = progress_bar(budget, "diffusion", dist_.main)
-    last_ckpt = last_val = time.perf_counter()
-    decay = float(cfg.get("ema", 0.995))
     t_low, t_high = (int(v) for v in cfg.get("t_range", [0, scheduler.num_train_timesteps]))
     p_anomaly = float(cfg.get("latent_from_anomaly_view", 0.0)) if conditioned else 0.0
     views = tuple(config["encoder"].get("anomaly_views") or ("patch_mask", "random_erase", "lesion_blobs"))
-    warmup = max(1, int(cfg.get("warmup_steps", 20)))
     patch_cfg = cfg.get("patch") or {}
-    while not dist_.agree(budget.done()):
+
+    def batch() -> tuple:
+        """(x0, x_t, t, condition, noise_mask) of a batch of augmented slices."""
         images, brains, positions = random_batch(data, generator, int(cfg["batch_size"]), device)
         x = augment(images.cpu(), brains.cpu(), positions).to(device)
         t = torch.randint(t_low, t_high, (len(x),), generator=generator).to(device)
@@ -294,38 +226,38 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
                                         int(patch_cfg.get("size", 48))).to(device)
         x_t = noise_mask * add_noise(scheduler, x0, noise, t) + (1 - noise_mask) * x0
         condition = None
-        if conditioned:
+        if conditioned:  # the latent of the clean slice, or of an anomaly-imitating view of it
             condition = x.clone()
             pick = torch.rand(len(x), generator=generator) < p_anomaly
             if pick.any():
                 idx = torch.nonzero(pick).flatten()
                 condition[idx] = anomaly_view(x[idx], brains[idx], generator, views)
-        for group in optimizer.param_groups:
-            group["lr"] = float(cfg["lr"]) * min(1.0, (budget.step + 1) / warmup)
-        with autocast(device):
-            prediction = module(x_t, t, condition, noise_mask)
-            # pDDPM: the loss is on the noised region; the clean rest is context
-            loss = ((prediction.float() - x0).abs() * noise_mask).sum() / noise_mask.sum().clamp_min(1.0)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        update_ema(ema, unet, decay, budget.step)
-        if encoder_ema is not None:
-            update_ema(encoder_ema, encoder, decay, budget.step)
-        count_step(budget, losses, float(loss.detach()), bar, progress, log_path)
-        if dist_.main and len(val_images) and time.perf_counter() - last_val > 60 * float(val_cfg.get("every_minutes", 10)):
-            mae = brain_mae(engine(), val_images, val_brains)
-            history.append({"step": budget.step, "elapsed_s": round(budget.elapsed, 1),
-                            "train_loss": float(np.mean(losses[-50:])), "val_brain_mae": round(mae, 5)})
-            log_record(log_path, history[-1])
-            bar.write(f"step {budget.step}: validation brain MAE {mae:.4f}")
-            last_val = time.perf_counter()
-        if time.perf_counter() - last_ckpt > 60 * float(config.get("checkpoint_minutes", 5)):
-            save()
-            last_ckpt = time.perf_counter()
-    bar.close()
-    save()
+        return x0, x_t, t, condition, noise_mask
+
+    def loss(x0, x_t, t, condition, noise_mask) -> torch.Tensor:
+        prediction = module(x_t, t, condition, noise_mask)
+        # pDDPM: the loss is on the noised region; the clean rest is context
+        return ((prediction.float() - x0).abs() * noise_mask).sum() / noise_mask.sum().clamp_min(1.0)
+
+    def validate() -> dict:
+        return {"val_brain_mae": round(brain_mae(engine(), val_images, val_brains), 5)}
+
+    # what the checkpoint keeps besides the weights; the encoder's record comes back on resume
+    kept = {"encoder_summary": encoder_summary, "config": cfg,
+            **({} if train_encoder_too else {"encoder": None, "encoder_ema": None})}
+    spec = StageSpec(
+        name="diffusion", model=unet, batch=batch, loss=loss, generator=generator, augment=augment,
+        optimizer=torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0))),
+        lr=float(cfg["lr"]), minutes=cfg.get("minutes"), max_steps=cfg.get("max_steps"),
+        warmup_steps=int(cfg.get("warmup_steps", 20)), ema=ema, ema_decay=float(cfg.get("ema", 0.995)),
+        joint=[JointModule("encoder", encoder, encoder_ema)] if train_encoder_too else [],
+        validate=validate if len(val_images) else None, validate_every_minutes=float(val_cfg.get("every_minutes", 10)),
+        grad_clip=None, extra_state=kept,
+        resumed=lambda state: kept.update(encoder_summary=state.get("encoder_summary", encoder_summary)))
+    trained = run_stage(spec, checkpoint_path(config, out_dir, "diffusion"), device, resume,
+                        float(config.get("checkpoint_minutes", 5)), progress, dist_)
+    encoder_summary = kept["encoder_summary"]
+    history = trained["history"]
     result = {"unet": unet, "ema": ema, "world_size": dist_.world}
     if dist_.main:
         final_images, final_brains = (validation_slices(val_ids, config.get("cache_dir"), int(val_cfg.get("final_slices", 512)), min_fraction)
@@ -335,8 +267,8 @@ def train_diffusion(config: dict, train_ids: list[str], val_ids: list[str], out_
         seconds = time.perf_counter() - start
         result.update({
             "network": network, "inference": inference, "history": history,
-            "steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
-            "final_train_loss": float(np.mean(losses[-50:])) if losses else (history[-1]["train_loss"] if history else None),
+            "steps": trained["steps"], "minutes": trained["minutes"],
+            "final_train_loss": trained["final_loss"] if trained["final_loss"] is not None else (history[-1]["train_loss"] if history else None),
             "validation": {"brain_mae": round(mae, 5), "slices": len(final_images),
                            "seconds_per_slice": round(seconds / max(1, len(final_images)), 4),
                            "what": VALIDATION_WHAT},

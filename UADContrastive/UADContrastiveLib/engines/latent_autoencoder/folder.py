@@ -14,8 +14,9 @@ RECIPE_KEYS = ("name", "version", "seed", "threads", "min_slice_fraction", "augm
 
 
 def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict, cohort: dict, training: dict,
-                              validation: dict, description: str) -> Path:
-    """Weights + card of `engine` (engine.name, engine.network, engine.inference) in `out_dir`."""
+                              validation: dict, description: str, run_seconds: float) -> Path:
+    """Weights + card of `engine` (engine.name, engine.network, engine.inference) in `out_dir`;
+    run_seconds: this run's wall time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, module in ((AUTOENCODER_FILE, engine.codec), (DENOISER_FILE, engine.denoiser)):
@@ -26,5 +27,5 @@ def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict,
                extra={"description": description, "validation": validation},
                slice_min_brain_fraction=config["min_slice_fraction"],
                hardware=hardware(next(engine.denoiser.parameters()).device),
-               data="healthy slices of the cohort (IXI T1 for the shipped recipes)")
+               data="healthy slices of the cohort (IXI T1 for the shipped recipes)", run_seconds=run_seconds)
     return out_dir

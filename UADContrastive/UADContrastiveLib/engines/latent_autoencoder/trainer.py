@@ -103,9 +103,9 @@ def train_latent_engine(config: dict, data_root, out_dir, stage: str, resume: bo
                                               device_, sub)
     validation = validate_engine(engine, val_set)
     training = {"subjects": {"train": train_ids, "validation": val_ids}, "latent_slices": len(train_set),
-                "wall_time_minutes": round((time.perf_counter() - started) / 60, 1),
                 "autoencoder": {"file": str(ae_file), **ae_summary}, "denoiser": denoiser_summary}
-    write_latent_model_folder(out_dir, engine, config, cohort.record, training, validation, description)
+    write_latent_model_folder(out_dir, engine, config, cohort.record, training, validation, description,
+                              time.perf_counter() - started)
     summary.update({"steps": denoiser_summary["steps"], "minutes": denoiser_summary["minutes"],
                     "validation_brain_mae": validation["brain_mae"], "model_dir": str(out_dir)})
     return summary

@@ -45,9 +45,8 @@ def build_atlas(subject_ids: list[str], out_dir: Path, cache_dir: Path | None = 
     write_card(out_dir, engine="zscore_atlas", config={"name": name, "version": version}, files=[ATLAS_FILE],
                cohort=cohort,
                training={"volumes": "slice cache: the detection path (template registration and brain mask)",
-                         "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1),
-                         "wall_time_minutes": round((time.perf_counter() - start) / 60, 1)},
-               extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"})
+                         "subjects": sorted(subject_ids), "build_s": round(time.perf_counter() - start, 1)},
+               run_seconds=time.perf_counter() - start, extra={"method": "voxel-wise z-score against a healthy atlas (baseline)"})
     return out_dir
 
 
