@@ -283,6 +283,11 @@ def test_a_committed_state_resumes_on_a_fresh_folder_as_if_never_interrupted(tmp
     encoder_ema = a["encoder_ema"]
     shipped = torch.load(tmp_path / "straight" / "encoder.pt", weights_only=True)
     assert all(torch.equal(shipped[k], encoder_ema[k]) for k in shipped)  # inference uses the encoder's EMA
+    exported = model_folder.export_checkpoint(
+        load_config(overrides={**recipe, "checkpoint_dir": str(tmp_path / "state-a"), "cache_dir": str(cache)}),
+        tmp_path / "exported", ["S0", "S1"], ["S2"], 4)
+    from_checkpoint = torch.load(exported / "encoder.pt", weights_only=True)
+    assert all(torch.equal(from_checkpoint[k], encoder_ema[k]) for k in shipped)  # an export pairs them too
 
 
 def test_a_torchrun_run_on_two_processes_resumes_from_its_state_as_if_never_interrupted(tmp_path):

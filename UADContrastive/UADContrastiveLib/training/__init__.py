@@ -7,7 +7,7 @@
   calibration   residual statistics and healthy thresholds fitted on the cohort through detection
   corruptions   synthetic anomalies: anomaly-imitating views and synthetic lesions
   augment       intensity augmentation of slices
-  loop          budgets, progress, checkpoints, random state, batches
+  loop          what runs share outside the loop: checkpoint files, stop requests, batches
   distributed   torchrun / DistributedDataParallel wrapper
 Each engine's own training (its stages and model folder) lives in its folder under `engines/`.
 """

@@ -16,6 +16,7 @@ each stage file holds only its networks, its batches and its loss.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +28,78 @@ from torch import nn
 
 from .augment import Augment
 from .distributed import Dist, gather
-from .loop import (
-    Budget,
-    autocast,
-    count_step,
-    load_checkpoint,
-    log_record,
-    progress_bar,
-    rng_state,
-    save_atomic,
-    set_rng_state,
-)
+from .loop import StopRequest, autocast, load_checkpoint, save_atomic
+
+
+class Budget:
+    """A stage's total budget (minutes and/or steps), counted over every resumed run."""
+
+    def __init__(self, minutes: float | None, max_steps: int | None, elapsed: float = 0.0, step: int = 0):
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.max_steps = max_steps
+        self.start = time.perf_counter() - elapsed
+        self.step = step
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def done(self) -> bool:
+        if StopRequest.active():
+            return True
+        if self.max_steps is not None and self.step >= self.max_steps:
+            return True
+        return self.seconds is not None and self.elapsed >= self.seconds
+
+
+def progress_bar(budget: Budget, label: str, enabled: bool):
+    from tqdm import tqdm
+
+    if budget.max_steps is not None:
+        return tqdm(total=budget.max_steps, initial=budget.step, desc=label, disable=not enabled,
+                    mininterval=5.0, unit="step")
+    return tqdm(total=round(budget.seconds or 0), initial=min(round(budget.elapsed), round(budget.seconds or 0)),
+                desc=f"{label} (seconds of budget)", disable=not enabled, mininterval=5.0, unit="s")
+
+
+def advance_bar(bar, budget: Budget) -> None:
+    if budget.max_steps is not None:
+        bar.update(1)
+    else:
+        bar.update(max(0, min(round(budget.elapsed), bar.total) - bar.n))
+
+
+def count_step(budget: Budget, losses: list, loss: float, bar, progress, log_path) -> None:
+    """Bookkeeping after one optimiser step: step count, bar, progress callback, log every 20 steps."""
+    budget.step += 1
+    losses.append(loss)
+    bar.set_postfix(step=budget.step, loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+    advance_bar(bar, budget)
+    if progress:
+        progress(min(1.0, budget.elapsed / budget.seconds) if budget.seconds else budget.step / max(1, budget.max_steps or 1))
+    if budget.step % 20 == 0:
+        log_record(log_path, {"step": budget.step, "elapsed_s": round(budget.elapsed, 1), "loss": float(np.mean(losses[-20:]))})
+
+
+def rng_state(generator: torch.Generator, augment: Augment | None) -> dict:
+    return {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+            "augment": augment.state() if augment is not None else None}
+
+
+def set_rng_state(state: dict, generator: torch.Generator, augment: Augment | None) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if augment is not None:
+        augment.set_state(state["augment"])
+
+
+def log_record(path: Path | None, record: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
 
 
 @dataclass

@@ -69,8 +69,9 @@ def export_checkpoint(config: dict, out_dir: str | Path, train_ids: list[str], v
     encoder = None
     if conditioned:
         encoder, _ = load_pretrained_encoder(config, Path(out_dir), device_)
-        if state.get("encoder") is not None:
-            encoder.load_state_dict(state["encoder"])
+        trained = state.get("encoder_ema") or state.get("encoder")  # jointly trained: its EMA, as training writes
+        if trained is not None:
+            encoder.load_state_dict(trained)
     unet_cfg = {**cfg["network"]["unet"], "latent_dim": encoder.latent_dim if conditioned else 0}
     unet = build_unet(unet_cfg)
     unet.load_state_dict(state["ema"])
