@@ -101,7 +101,6 @@ def log_record(path: Path | None, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-
 @dataclass
 class JointModule:
     """A module the stage's optimiser trains beside the model (the encoder fine-tuned with the
@@ -228,7 +227,8 @@ def run_stage(spec: StageSpec, checkpoint: Path, device: torch.device, resume: b
                                                           if k not in ("step", "elapsed_s")))
             spec.model.train()
             last_validation = time.perf_counter()
-        if time.perf_counter() - last_checkpoint > 60 * checkpoint_minutes:
+        # all ranks save at the same step (the save gathers their random states), when any clock says so
+        if dist_.agree(time.perf_counter() - last_checkpoint > 60 * checkpoint_minutes):
             save()
             last_checkpoint = time.perf_counter()
     bar.close()
