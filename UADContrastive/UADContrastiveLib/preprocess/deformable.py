@@ -2,19 +2,19 @@
 scan (the findings' names): the template brain is warped onto the scan as it lies on the model
 grid after the affine step. Anomaly scores never see it.
 
-An affine fit cannot follow thin cortex (cingulate, insula) or ventricles, whose size grows with
-age: carried affinely, the atlas reached Dice 0.50-0.75 there on heads it was not built from, and
-0.71-0.92 for every lobe after this step (docs/findings.md).
+An affine fit cannot follow thin cortex (cingulate, insula) or the ventricles, whose size grows
+with age: carried affinely, the atlas reached Dice 0.50-0.75 there on heads it was not built
+from; after this step every lobe reaches 0.71-0.95 (docs/findings.md).
 
-Method: fast symmetric-forces demons (Vercauteren et al. 2007's symmetric forces, ITK's filter)
-on a pyramid of the model grid (8, 4 and 2 mm), after matching the template's histogram to the
-scan's brain. Demons needs like intensities; both images are brains on the same grid, of the
-same contrast (the template the detection registered to), so histogram matching gives them.
-The displacement field is smoothed with a Gaussian of FIELD_SIGMA_VOXELS voxels at every level,
-which keeps it smooth where the image gives no evidence. Voxels the detection flagged as anomalous
-are given the template's own intensities in the fixed image, so a lesion exerts no force on the
-field (cost-function masking, as in lesion-aware registration); what it does not flag is held by
-the smoothing (a BraTS glioma moved the labels 6 mm on average, docs/findings.md).
+Method: ITK's fast symmetric-forces demons on a pyramid of the model grid (8, 4 and 2 mm), after
+matching the template's histogram to the scan's brain. Demons needs like intensities; both images
+are brains on the same grid and of the same contrast (the template the detection registered to),
+so histogram matching gives them (without it the lobes' Dice fell to 0.0-0.9). The displacement
+field is smoothed with a Gaussian of FIELD_SIGMA_VOXELS voxels at every level, which keeps it
+smooth where the image gives no evidence. Voxels the detection flagged are given the template's
+own intensities in the fixed image, so a lesion exerts no force on the field (cost-function
+masking); what it does not flag is held by the smoothing: a BraTS glioma left unmasked moved the
+labels inside it no more than elsewhere in the brain (docs/findings.md).
 """
 from __future__ import annotations
 
