@@ -137,10 +137,13 @@ def test_findings_in_the_report_match_the_written_files_and_the_printed_table(de
         anomaly_map = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "anomaly_map.nii.gz")))
         assert describe_regions(anomaly_map, mask, sitk.GetArrayFromImage(anatomy), mask_image,
                                 report["input_to_template_ras"]) == findings
-        # the input's right frontal white matter, carried to the template, lands on the atlas's
+        # the input's right frontal white matter, carried to the template, lands on the atlas's:
+        # within two voxels, as the deformable step fits the structure to this head's own shape
+        # (2.2 mm off on one of these scans) and input_to_template_ras is the affine alone
+        assert report["anatomy_registration"] == "deformable"
         on_input = np.argwhere(sitk.GetArrayViewFromImage(anatomy) == 81).mean(axis=0)[::-1]
         to_template = np.asarray(report["input_to_template_ras"])
         carried = (to_template @ index_to_ras(anatomy) @ np.append(on_input, 1))[:3]
-        assert np.linalg.norm(carried - frontal_template) < max(mask_image.GetSpacing())
+        assert np.linalg.norm(carried - frontal_template) < 2 * max(mask_image.GetSpacing())
         for finding in findings[:10]:
             assert f"#{finding['id']:<3} {finding['location']}" in result.stderr

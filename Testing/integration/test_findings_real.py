@@ -11,16 +11,16 @@ from UADContrastiveLib.datasets import ixi_subjects, split
 from UADContrastiveLib.evaluation.real_lesions import healthy_parts
 from UADContrastiveLib.io import image_like, read_volume, write_volume
 from UADContrastiveLib.outputs.anatomy import LOBES
+from UADContrastiveLib.outputs.atlas_transfer import DEFORMABLE, atlas_on_input
 from UADContrastiveLib.outputs.findings import describe_regions, input_to_template_ras
 from UADContrastiveLib.preprocess.checked import preprocess_checked
 from UADContrastiveLib.preprocess.templates import load_atlas, load_template
 
 ATLAS_HEADS = 40  # `uadc template` builds from the first 40 training heads
-# An affine atlas at 2 mm places the large lobes to Dice 0.77-0.92 on heads it never saw. Thin
-# (cingulate, insular cortex) or age-dependent (ventricles) structures need a non-linear fit it
-# does not have: measured 0.50-0.75 on the same heads; kept above these floors, not claimed at 0.7.
+# Carried affinely, thin (cingulate, insular cortex) or age-dependent (ventricles) structures
+# reached only 0.50-0.75 on these heads; with the deformable step every lobe, side and head
+# reaches 0.71 or more (docs/findings.md).
 DICE_FLOOR = 0.7
-WEAK_LOBES = {"limbic": 0.55, "insula": 0.45, "ventricles": 0.45}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,12 @@ def template():
     return load_template()
 
 
-def carried_atlas(image, template, atlas):
+def carried_atlas(image, template, atlas, flagged=None):
     """(preprocessed, atlas labels on the image's grid) exactly as `uadc detect` carries them."""
     pre, _ = preprocess_checked(image, template)
-    return pre, sitk.GetArrayFromImage(pre.to_input_grid(atlas[0], sitk.sitkNearestNeighbor))
+    labels, registration = atlas_on_input(pre, template, atlas[0], flagged)
+    assert registration == DEFORMABLE
+    return pre, sitk.GetArrayFromImage(labels)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,7 +49,7 @@ def test_atlas_dice_per_lobe_on_heads_it_was_not_built_from(shared_data, templat
     names = atlas[1]
     training, _ = split(ixi_subjects(shared_data / "ixi_t1"))
     heads = training[ATLAS_HEADS::20][:4]
-    print(f"\nleave-out Dice of the atlas carried back through the detection path (affine), "
+    print(f"\nleave-out Dice of the atlas carried back through the detection path (deformable), "
           f"{len(heads)} IXI training heads not in the atlas")
     print(f"{'lobe':<18}" + "".join(f"{h.id[:13]:>32}" for h in heads))
     print(f"{'':<18}" + "   right / left / whole" * len(heads))
@@ -63,8 +65,7 @@ def test_atlas_dice_per_lobe_on_heads_it_was_not_built_from(shared_data, templat
     for lobe, rows in table.items():
         print(f"{lobe:<18}" + "".join(f"{' / '.join(f'{v:.2f}' for v in row.values()):>32}" for row in rows))
     for lobe, rows in table.items():
-        floor = WEAK_LOBES.get(lobe, DICE_FLOOR)
-        assert min(min(row.values()) for row in rows) >= floor, (lobe, rows)
+        assert min(min(row.values()) for row in rows) >= DICE_FLOOR, (lobe, rows)
 
 
 def spherical_lesion(labels: np.ndarray, label: int, radius_mm: float, spacing_zyx) -> np.ndarray:
@@ -103,8 +104,9 @@ def lesioned_head(shared_data, tmp_path_factory):
 
 def findings_for(paths, template, atlas):
     image = read_volume(paths[0])
-    lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(paths[1])))
-    pre, anatomy = carried_atlas(image, template, atlas)
+    flagged = sitk.ReadImage(str(paths[1]))
+    lesion = sitk.GetArrayFromImage(flagged)
+    pre, anatomy = carried_atlas(image, template, atlas, flagged)  # the lesion as the detection flags it
     return image, describe_regions(5.0 * lesion.astype(np.float32), lesion, anatomy, image,
                                    input_to_template_ras(pre.transform), atlas[1])
 

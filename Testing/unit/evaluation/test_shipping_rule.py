@@ -57,3 +57,33 @@ def test_the_verdict_needs_every_check():
     assert verdict("m 0.3", [good])["ships"]
     result = verdict("m 0.3", [good, bad])
     assert not result["ships"] and "FAILS" in result["text"] and "[FAIL] tuning AUPRC" in result["text"]
+
+
+def test_skull_stripped_twins_of_cohort_heads_are_written_into_a_new_folder(tmp_path):
+    """The T2 shipping rule's twins: each head times its cohort-folder mask, in a folder that
+    did not exist yet; read back with nibabel, the brain keeps its values and the rest is 0."""
+    import nibabel as nib
+    import SimpleITK as sitk
+    from UADContrastiveLib.evaluation.shipping_rule import cohort_folder_brain, skull_stripped_twins
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    rng = np.random.default_rng(0)
+    head_array = (1 + rng.random((12, 14, 16))).astype(np.float32)
+    brain = np.zeros(head_array.shape, np.uint8)
+    brain[3:9, 4:10, 5:11] = 1
+    image = sitk.GetImageFromArray(head_array)
+    image.SetSpacing((2.0, 2.0, 2.0))
+    mask = sitk.GetImageFromArray(brain)
+    mask.CopyInformation(image)
+    sitk.WriteImage(image, str(cohort / "IXI001-HH-0001_T2.nii.gz"))
+    sitk.WriteImage(mask, str(cohort / "IXI001-HH-0001_T2_brain_mask.nii.gz"))
+    cases = [{"id": "IXI001-HH-0001_T2", "image": cohort / "IXI001-HH-0001_T2.nii.gz"}]
+
+    twins = skull_stripped_twins(cases, cohort_folder_brain(cohort), tmp_path / "sets" / "skull_stripped")
+
+    assert [t["id"] for t in twins] == ["IXI001-HH-0001_T2 skull-stripped"]
+    stripped = np.asarray(nib.load(str(twins[0]["image"])).dataobj).transpose(2, 1, 0)
+    assert np.allclose(stripped[brain > 0], head_array[brain > 0])
+    assert int((stripped != 0).sum()) == int(brain.sum()) == 216
+    assert list((tmp_path / "sets" / "skull_stripped").iterdir()) == [twins[0]["image"]]

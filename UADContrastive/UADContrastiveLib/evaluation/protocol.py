@@ -207,14 +207,22 @@ def shipped_reference(name: str) -> tuple[str, float | None]:
 
 def shipping_rule(detector, paths: dict, data: Path, lesion_rows: list[dict], log=print, modality: str = "T1") -> dict:
     """The shipping rule's verdict for one model (evaluation.shipping_rule), logged."""
-    from .shipping_rule import apply_rule, skull_stripped_twins
+    from .shipping_rule import (
+        apply_rule,
+        cohort_folder_brain,
+        ixi_dlmuse_brain,
+        skull_stripped_twins,
+    )
 
     if modality == "T2":
+        # the case id is the scan's id in the cohort folder the sets were made with: <ID>_T2
         healthy = read_cases_csv(paths["tuning_healthy_t2"])
-        twins = t2_skull_stripped_twins(healthy, paths["tuning_healthy_t2"].parent)
+        sets_dir = paths["tuning_healthy_t2"].parent
+        twins = skull_stripped_twins(healthy, cohort_folder_brain(sets_dir / "ixi-t2-cohort"), sets_dir / "skull_stripped")
     else:
         healthy = read_cases_csv(paths["tuning_healthy"])
-        twins = skull_stripped_twins(healthy, Path(data) / "ixi_t1", paths["tuning_healthy"].parent / "skull_stripped")
+        twins = skull_stripped_twins(healthy, ixi_dlmuse_brain(Path(data) / "ixi_t1"),
+                                     paths["tuning_healthy"].parent / "skull_stripped")
     auprcs = [r["auprc"] for r in lesion_rows if r.get("auprc") is not None]
     result = apply_rule(detector, healthy, twins, float(np.mean(auprcs)) if auprcs else None,
                         shipped_reference(detector.card.name))
@@ -222,22 +230,3 @@ def shipping_rule(detector, paths: dict, data: Path, lesion_rows: list[dict], lo
     return result
 
 
-def t2_skull_stripped_twins(healthy_cases: list[dict], sets_dir: Path) -> list[dict]:
-    """Each healthy T2 head times its carried brain mask (the cohort folder the sets were made
-    with), written once: the T2 counterpart of shipping_rule.skull_stripped_twins."""
-    import SimpleITK as sitk
-
-    from ..io import image_like, read_mask, read_volume, write_volume
-
-    out_dir = Path(sets_dir) / "skull_stripped"
-    twins = []
-    for case in healthy_cases:
-        path = out_dir / f"{case['id']}_skull_stripped.nii.gz"
-        if not path.exists():
-            image = read_volume(case["image"])
-            # the case id is the scan's id in the cohort folder: <ID>_T2, its mask <ID>_T2_brain_mask
-            mask = read_mask(Path(sets_dir) / "ixi-t2-cohort" / f"{case['id']}_brain_mask.nii.gz", image)
-            stripped = sitk.GetArrayFromImage(image) * (sitk.GetArrayFromImage(mask) > 0)
-            write_volume(image_like(stripped.astype(np.float32), image), path)
-        twins.append({"id": f"{case['id']} skull-stripped", "image": path})
-    return twins

@@ -106,24 +106,49 @@ def head_maps(detector, cases: list[dict], progress=None) -> list[HeadMap]:
     return [HeadMap(scan.id, anomaly_map, brain, image.GetSpacing()) for scan, anomaly_map, brain, image in found]
 
 
-def skull_stripped_twins(healthy_cases: list[dict], ixi_root: Path, out_dir: Path) -> list[dict]:
-    """Each healthy IXI head times its DLMUSE brain (> 0), written once into out_dir."""
+def skull_stripped_twins(healthy_cases: list[dict], brain_of, out_dir: Path) -> list[dict]:
+    """Each healthy head times its brain, written once into out_dir (created if missing).
+
+    brain_of(case, image) -> the case's brain as a boolean array on the image's grid."""
     import SimpleITK as sitk
 
     from ..io import image_like, read_volume, write_volume
 
     twins = []
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in healthy_cases:
         path = out_dir / f"{case['id']}_skull_stripped.nii.gz"
         if not path.exists():
             image = read_volume(case["image"])
-            brain = read_volume(Path(ixi_root) / "brain_parcellation" / f"{case['id']}_T1_DLMUSE.nii.gz",
-                                allow_constant=True)
-            stripped = sitk.GetArrayFromImage(image) * (sitk.GetArrayFromImage(brain) > 0)
+            stripped = sitk.GetArrayFromImage(image) * brain_of(case, image)
             write_volume(image_like(stripped.astype(np.float32), image), path)
         twins.append({"id": f"{case['id']} skull-stripped", "image": path})
     return twins
+
+
+def ixi_dlmuse_brain(ixi_root: Path):
+    """brain_of for IXI T1 heads: their DLMUSE parcellation (> 0)."""
+    def brain_of(case: dict, image) -> np.ndarray:
+        import SimpleITK as sitk
+
+        from ..io import read_volume
+
+        labels = read_volume(Path(ixi_root) / "brain_parcellation" / f"{case['id']}_T1_DLMUSE.nii.gz",
+                             allow_constant=True)
+        return sitk.GetArrayFromImage(labels) > 0
+    return brain_of
+
+
+def cohort_folder_brain(cohort_dir: Path):
+    """brain_of for the heads of a cohort folder: <scan id>_brain_mask.nii.gz beside the scan."""
+    def brain_of(case: dict, image) -> np.ndarray:
+        import SimpleITK as sitk
+
+        from ..io import read_mask
+
+        return sitk.GetArrayFromImage(read_mask(Path(cohort_dir) / f"{case['id']}_brain_mask.nii.gz", image)) > 0
+    return brain_of
 
 
 def apply_rule(detector, healthy_cases: list[dict], twin_cases: list[dict], tuning_auprc: float | None,

@@ -9,6 +9,7 @@
   folders       output folders that appear whole or not at all; the run summary
   findings      every region of the mask named by anatomy (report, CLI table, overview, Slicer)
   anatomy       the label atlas's names: DLMUSE name, lobe, side, readable name
+  atlas_transfer  the label atlas carried onto the input grid (deformable, affine fallback)
 
 Nothing is imported here, so the light modules stay light for the Slicer module.
 """

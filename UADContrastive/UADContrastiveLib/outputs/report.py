@@ -14,10 +14,12 @@ def anomalous_volume_ml(components: list[dict]) -> float:
 def build_report(*, input_name: str, model: dict, device: str, threshold: float, threshold_method: str,
                  thresholds_available: dict, min_size_mm3: float, brain_source: str, brain_volume_ml: float,
                  quality: dict, components: list[dict], preprocessing: dict, timings: dict,
-                 findings: list[dict], input_to_template_ras: list[list[float]] | None) -> dict:
+                 findings: list[dict], input_to_template_ras: list[list[float]] | None,
+                 anatomy_registration: str) -> dict:
     """The report of one detection. `input_name` is what the user gave (a path or a name);
     `findings` the regions named by anatomy (outputs.findings.describe_regions), with the
-    affine from the input's RAS coordinates to the template's they were placed with."""
+    affine from the input's RAS coordinates to the template's they were placed with and how the
+    atlas naming them was carried onto the input (outputs.atlas_transfer: deformable or affine)."""
     return {
         "input": str(input_name),
         "model": model,
@@ -28,14 +30,22 @@ def build_report(*, input_name: str, model: dict, device: str, threshold: float,
         "min_size_mm3": float(min_size_mm3),
         "brain": {"source": brain_source, "volume_ml": brain_volume_ml},
         "quality": quality,
-        "warnings": list(quality.get("warnings", [])),
+        "warnings": list(quality.get("warnings", [])) + _anatomy_warnings(anatomy_registration),
         "components": components,
         "anomalous_volume_ml": anomalous_volume_ml(components),
         "findings": findings,
         "input_to_template_ras": input_to_template_ras,
+        "anatomy_registration": anatomy_registration,
         "preprocessing": preprocessing,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _anatomy_warnings(anatomy_registration: str) -> list[str]:
+    if anatomy_registration == "deformable":
+        return []
+    return ["The findings were named with the label atlas carried affinely (the deformable step failed): "
+            "limbic, insular and ventricular names are less reliable; check them on the image."]
 
 
 def exported_report(report: dict, *, input_name: str, components: list[dict], threshold: float | None = None,

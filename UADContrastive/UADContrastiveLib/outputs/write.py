@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,9 @@ def write_detection(detection, folder: Path, input_name: str, overview: bool = T
     cores the two overlap (a 1 mm volume's four compressed volumes take about as long as the
     overview). One worker, so the files are written one at a time as before."""
     folder = Path(folder)
-    anatomy, findings, regions, to_template = _findings(detection)
+    start = time.perf_counter()
+    anatomy, anatomy_registration, findings, regions, to_template = _findings(detection)
+    timings = {**detection.timings, "findings": time.perf_counter() - start}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uadc-write") as pool:
         written = pool.submit(_write_volumes, detection, anatomy, folder)
         if overview:
@@ -34,24 +37,27 @@ def write_detection(detection, folder: Path, input_name: str, overview: bool = T
         thresholds_available=detection.thresholds_available, min_size_mm3=detection.min_size_mm3,
         brain_source=detection.preprocessed.brain_source, brain_volume_ml=preprocessing["brain_volume_ml"],
         quality=detection.quality, components=detection.components, preprocessing=preprocessing,
-        timings=detection.timings, findings=findings, input_to_template_ras=to_template)
+        timings=timings, findings=findings, input_to_template_ras=to_template,
+        anatomy_registration=anatomy_registration)
     write_text(json.dumps(report, indent=2, default=float), folder / names.REPORT)
     return report
 
 
 def _findings(detection):
-    """(the atlas on the input grid, the findings, their region ids, input RAS -> template RAS)."""
+    """(the atlas on the input grid, how it was carried there (atlas_transfer), the findings, their
+    region ids, input RAS -> template RAS)."""
     from ..preprocess.templates import load_atlas
+    from .atlas_transfer import atlas_on_input
     from .findings import find_regions, input_to_template_ras
 
     atlas, anatomy_names = detection.template.cached("label atlas", load_atlas)
     pre = detection.preprocessed
-    anatomy = pre.to_input_grid(atlas, sitk.sitkNearestNeighbor)
+    anatomy, anatomy_registration = atlas_on_input(pre, detection.template, atlas, detection.anomaly_mask)
     to_template = input_to_template_ras(pre.transform)
     findings, regions = find_regions(
         sitk.GetArrayViewFromImage(detection.anomaly_map), sitk.GetArrayViewFromImage(detection.anomaly_mask),
         sitk.GetArrayViewFromImage(anatomy), detection.anomaly_mask, to_template, anatomy_names)
-    return anatomy, findings, regions, to_template
+    return anatomy, anatomy_registration, findings, regions, to_template
 
 
 def _write_volumes(detection, anatomy: sitk.Image, folder: Path) -> None:

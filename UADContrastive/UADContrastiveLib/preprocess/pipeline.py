@@ -42,10 +42,15 @@ class Preprocessed:
             array = model_image
             model_image = sitk.GetImageFromArray(array.astype(np.float32))
             model_image.CopyInformation(self.model_input)
+        return sitk.Resample(model_image, self.input_reference, self.input_to_model,
+                             interpolator, default, model_image.GetPixelID())
+
+    @property
+    def input_to_model(self) -> sitk.Transform:
+        """The inverse of `transform`: input point -> model-grid point (computed once)."""
         if self._inverse is None:
             self._inverse = self.transform.GetInverse()
-        return sitk.Resample(model_image, self.input_reference, self._inverse,
-                             interpolator, default, model_image.GetPixelID())
+        return self._inverse
 
     def intensity_to_input(self, normalised: np.ndarray) -> np.ndarray:
         return denormalise_intensity(normalised, self.intensity_range)
