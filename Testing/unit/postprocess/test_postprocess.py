@@ -176,7 +176,8 @@ def healthy_maps(count=3, seed=5):
 def test_healthy_fpr_thresholds_without_size_filter_are_quantiles():
     pairs = healthy_maps()
     values = np.sort(np.concatenate([m[b] for m, b in pairs]))
-    thresholds = healthy_fpr_thresholds(pairs, fprs=(0.01, 0.001), min_size_mm3=0.0, spacing=2.0)
+    thresholds = healthy_fpr_thresholds(pairs, fprs=(0.01, 0.001), min_size_mm3=0.0, spacing=2.0,
+                                        per_scan_factor=None)
     for fpr, threshold in thresholds.items():
         assert np.mean(values > threshold) <= fpr
         lower = values[values < threshold].max()  # the next candidate down flags too much
@@ -186,13 +187,34 @@ def test_healthy_fpr_thresholds_without_size_filter_are_quantiles():
 
 def test_healthy_fpr_thresholds_with_size_filter_are_lower_but_still_bounded():
     pairs = healthy_maps()
-    plain = healthy_fpr_thresholds(pairs, fprs=(0.02,), min_size_mm3=0.0, spacing=2.0)[0.02]
-    sized = healthy_fpr_thresholds(pairs, fprs=(0.02,), min_size_mm3=80.0, spacing=2.0)[0.02]
+    plain = healthy_fpr_thresholds(pairs, fprs=(0.02,), min_size_mm3=0.0, spacing=2.0, per_scan_factor=None)[0.02]
+    sized = healthy_fpr_thresholds(pairs, fprs=(0.02,), min_size_mm3=80.0, spacing=2.0, per_scan_factor=None)[0.02]
     assert sized < plain  # small components are dropped, so a lower threshold reaches 2 %
     assert flagged_fraction(pairs, sized, 80.0, 2.0) <= 0.02
     values = np.sort(np.concatenate([m[b] for m, b in pairs]))
     lower = values[values < sized].max()
     assert flagged_fraction(pairs, lower, 80.0, 2.0) > 0.02
+
+
+def test_healthy_fpr_thresholds_hold_for_every_scan_not_only_pooled():
+    """One healthy brain with a heavier tail than the rest: pooled, it would carry most of the
+    flagged voxels; the per-scan limit raises the threshold until it, too, stays near the share."""
+    pairs = healthy_maps(4)
+    unusual_map, brain = pairs[0]
+    pairs[0] = (unusual_map * 1.6, brain)
+    fpr, factor = 0.01, 1.5
+    pooled = healthy_fpr_thresholds(pairs, fprs=(fpr,), spacing=2.0, per_scan_factor=None)[fpr]
+    assert flagged_fraction(pairs[:1], pooled, 0.0, 2.0) > 2 * fpr  # the unusual brain, pooled
+    every = healthy_fpr_thresholds(pairs, fprs=(fpr,), spacing=2.0, per_scan_factor=factor)[fpr]
+    shares = [flagged_fraction([pair], every, 0.0, 2.0) for pair in pairs]
+    assert max(shares) <= factor * fpr
+    assert flagged_fraction(pairs, every, 0.0, 2.0) <= fpr
+    # the lowest such threshold: just below it the unusual brain exceeds its limit
+    values = np.sort(unusual_map[brain] * 1.6)
+    assert flagged_fraction(pairs[:1], values[values < every].max(), 0.0, 2.0) > factor * fpr
+    # the product's calibration uses the per-scan limit by default
+    assert healthy_fpr_thresholds(pairs, fprs=(fpr,), spacing=2.0)[fpr] == every == max(
+        pooled, healthy_fpr_thresholds(pairs[:1], fprs=(factor * fpr,), spacing=2.0)[factor * fpr])
 
 
 def test_dice_optimal_threshold_separates_lesion_from_bright_healthy_tissue():

@@ -4,8 +4,9 @@ part stays untouched by the decision.
 
 A model ships only if all of these hold (target = the default preset's share of healthy brain
 voxels, 0.5 %):
-  1. thresholds transfer: calibrated on one half of the tuning heads, every head of the other
-     half (and the other way round) is flagged at under twice the target;
+  1. thresholds transfer: calibrated on one half of the tuning heads (the product's rule: the
+     pooled share and every head's, postprocess.calibration), every head of the other half (and the
+     other way round) is flagged at under twice the target;
   2. the model's own threshold flags every tuning head at under twice the target;
   3. the same for the tuning heads' skull-stripped twins (the head times its DLMUSE brain, run
      without a brain mask, as a user's skull-stripped scan would be);

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .components import ComponentThresholder
+from .presets import PER_SCAN_FACTOR
 
 
 def _brain_values(anomaly_map: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -40,9 +41,12 @@ def flagged_fraction(maps_and_brains: Iterable[tuple[np.ndarray, np.ndarray]], t
 
 def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarray]],
                            fprs: Sequence[float] = (0.01, 0.005, 0.001), min_size_mm3: float = 0.0,
-                           spacing=2.0, connectivity: int = 26) -> dict[float, float]:
+                           spacing=2.0, connectivity: int = 26,
+                           per_scan_factor: float | None = PER_SCAN_FACTOR) -> dict[float, float]:
     """{fpr: threshold}: the lowest threshold at which at most `fpr` of the healthy brain voxels
-    (pooled over the given subjects) are flagged after dropping components < min_size_mm3.
+    (pooled over the given subjects) are flagged after dropping components < min_size_mm3, and,
+    with `per_scan_factor`, at most per_scan_factor x fpr of any one subject's brain (the
+    pooled share alone lets a few unusual healthy brains carry most of the flagged voxels).
 
     Without a size filter this is the (1 - fpr) quantile of the pooled brain values. With one,
     the flagged fraction still falls monotonically as the threshold rises (a component at a
@@ -75,6 +79,13 @@ def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarra
                 else:
                     low = middle
         thresholds[float(fpr)] = float(values[high])
+    if per_scan_factor and len(pairs) > 1:
+        for fpr in thresholds:
+            own_share = per_scan_factor * fpr
+            if own_share < 1:
+                own = [healthy_fpr_thresholds([pair], (own_share,), min_size_mm3, spacing, connectivity,
+                                              per_scan_factor=None)[own_share] for pair in pairs]
+                thresholds[fpr] = max(thresholds[fpr], *own)
     return thresholds
 
 

@@ -183,9 +183,10 @@ def calibrate_healthy(detector, scans: list[Subject], min_size: float, progress,
 def store_thresholds(model_dir: Path, maps_and_brains: list, spacing, min_size: float, scans: list[Subject],
                      rule: str, start: float) -> dict:
     """Write into the card the thresholds that flag each preset's share of the pooled healthy brain
-    voxels of `maps_and_brains`, with how they were found and the share each scan gets."""
+    voxels of `maps_and_brains` (and at most PER_SCAN_FACTOR times it in any one of them), with how
+    they were found and the share each scan gets."""
     from ..postprocess.calibration import flagged_fraction, healthy_fpr_thresholds
-    from ..postprocess.presets import DEFAULT_PRESET, HEALTHY_FPR_PRESETS
+    from ..postprocess.presets import DEFAULT_PRESET, HEALTHY_FPR_PRESETS, PER_SCAN_FACTOR
     from ..zoo import ModelCard
 
     found = healthy_fpr_thresholds(maps_and_brains, fprs=tuple(p.false_positive_rate for p in HEALTHY_FPR_PRESETS),
@@ -202,7 +203,9 @@ def store_thresholds(model_dir: Path, maps_and_brains: list, spacing, min_size: 
         names = [s.id for s in scans]
     thresholds.notes.update({
         "healthy_scans": names, "scans_from": rule,
-        "rule": f"fraction of healthy brain voxels flagged after filtering and minimum component size ({min_size:g} mm^3)",
+        "rule": (f"fraction of healthy brain voxels flagged after filtering and minimum component size "
+                 f"({min_size:g} mm^3): at most the preset's share pooled, and at most {PER_SCAN_FACTOR:g} x it in "
+                 f"any one scan"),
         "flagged_per_scan_at_default": [round(flagged_fraction([pair], default, min_size, spacing), 5)
                                         for pair in maps_and_brains],
         "calibrated_s": round(time.perf_counter() - start, 1)})
