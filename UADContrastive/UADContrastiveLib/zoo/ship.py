@@ -17,6 +17,7 @@ import datetime
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from ..errors import ModelError
@@ -104,13 +105,9 @@ def rebuild_commands(recipe: Path) -> list[str]:
 
 def ship(source: Path, table: dict, recipe: Path, status: str | None = None, details: str | None = None,
          zoo: Path = SHIPPED_MODELS) -> ModelCard:
-    """Copy the verified model folder `source` into `zoo`/<name> with the shipped card's additions."""
+    """Copy the verified model folder `source` into `zoo`/<name> with the shipped card's additions;
+    the folder there is replaced whole once the new one is complete and verified."""
     card = verify_model(source)
-    target = Path(zoo) / card.name
-    target.mkdir(parents=True, exist_ok=True)
-    for name in card.files:
-        shutil.copy2(Path(source) / name, target / name)
-    card.folder = target
     block = tuning_block(table, card)
     card.evaluation = {**card.evaluation, **({"details": details} if details else {}), "tuning": block}
     recipe = Path(recipe).resolve()
@@ -121,7 +118,21 @@ def ship(source: Path, table: dict, recipe: Path, status: str | None = None, det
         card.extra["status"] = status
     else:
         card.extra.pop("status", None)
-    card.write()
+    target = Path(zoo) / card.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{card.name}.partial-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp's private folder would ship unreadable to others
+    try:
+        for name in card.files:
+            shutil.copy2(Path(source) / name, staging / name)
+        card.folder = staging
+        card.write()
+        verify_model(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return verify_model(target)
 
 
