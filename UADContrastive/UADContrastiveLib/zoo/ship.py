@@ -27,7 +27,7 @@ from .registry import verify_model
 
 # the check whose failure the status names: the model's own thresholds on unseen healthy heads
 HEAD_CHECK = "the model's threshold on every tuning head"
-_WORST_HEAD = re.compile(r"(?P<low>[\d.]+)-(?P<high>[\d.]+) % per head \(worst (?P<head>[^)]+)\), "
+_WORST_HEAD = re.compile(r"[\d.]+-(?P<high>[\d.]+) % per head \(worst (?P<head>[^)]+)\), "
                          r"limit (?P<limit>[\d.]+) %")
 
 
