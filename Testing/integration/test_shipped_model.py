@@ -66,17 +66,25 @@ def test_demo_meets_the_product_floor(demo):
     assert (found & ~lesion).sum() * voxel_ml <= MAX_DEMO_FALSE_ML, (found & ~lesion).sum() * voxel_ml
 
 
+def held_out_head(shared_data, modality: str):
+    """The first IXI head of the model's contrast that its split keeps out of training: T1 models
+    split the IXI subjects, T2 models the T2 cohort folder, whose scan ids are the file stems."""
+    from UADContrastiveLib.datasets import is_validation
+
+    folder, suffix = {"T1": ("ixi_t1", "_T1"), "T2": ("ixi_t2", "_T2")}[modality]
+    scans = sorted((shared_data / folder / "images").glob(f"*{suffix}.nii.gz"))
+    scan_id = (lambda p: p.name.split(suffix)[0]) if modality == "T1" else (lambda p: p.name.removesuffix(".nii.gz"))
+    return next(p for p in scans if is_validation(scan_id(p)))
+
+
 @pytest.mark.parametrize("name", shipped_model_names())
 def test_every_shipped_model_detects_on_a_held_out_ixi_head(name, shared_data, tmp_path):
     """Each engine behind the one contract: same outputs, on the input's grid, calibrated thresholds."""
-    from UADContrastiveLib.datasets import is_validation
-
-    scan = next(p for p in sorted((shared_data / "ixi_t1" / "images").glob("*_T1.nii.gz"))
-                if is_validation(p.name.split("_T1")[0]))
+    card = read_card(resolve_model(name))
+    scan = held_out_head(shared_data, card["modality"])
     assert main(["detect", str(scan), "--out-dir", str(tmp_path), "--model", name]) == 0
     folder = tmp_path / scan.name.replace(".nii.gz", "")
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    card = read_card(resolve_model(name))
     assert report["model"]["name"] == name and report["model"]["version"] == card["version"]
     image = sitk.ReadImage(str(scan))
     anomaly = sitk.ReadImage(str(folder / "anomaly_map.nii.gz"))

@@ -37,10 +37,12 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("model", ["contrastive-diffusion-t1", "ddpm-t1", "mad-ad-t1", "latent-ddpm-t1"])
+@pytest.mark.parametrize("model", ["contrastive-diffusion-t1", "contrastive-diffusion-t2", "ddpm-t1", "mad-ad-t1",
+                                   "latent-ddpm-t1"])
 def test_every_shipped_diffusion_card_gets_its_papers_schedule(model):
     entry = json.loads((SHIPPED_MODELS / model / "model.json").read_text(encoding="utf-8"))["network"]["schedule"]
-    defaults = {"contrastive-diffusion-t1": CONTRASTIVE_SCHEDULE, "ddpm-t1": CONTRASTIVE_SCHEDULE,
+    defaults = {"contrastive-diffusion-t1": CONTRASTIVE_SCHEDULE, "contrastive-diffusion-t2": CONTRASTIVE_SCHEDULE,
+                "ddpm-t1": CONTRASTIVE_SCHEDULE,
                 "mad-ad-t1": MAD_AD_SCHEDULE, "latent-ddpm-t1": LATENT_DDPM_SCHEDULE}[model]
     scheduler = build_scheduler(entry, defaults)
     assert scheduler.num_train_timesteps == entry["num_train_timesteps"] and scheduler.prediction_type == "sample"

@@ -67,6 +67,18 @@ def test_model_choices_lists_the_installed_models(tmp_path, monkeypatch):
     assert options.threshold_presets(choices[0].card) == [("1 % FPR", 0.25)]
 
 
+@pytest.mark.parametrize("volume", ["IXI102-HH-1416_T2", "t2", "3: AX FLAIR", "sub-01_T2w"])
+def test_a_t2_or_flair_volume_preselects_the_shipped_t2_model(volume, tmp_path, monkeypatch):
+    """The real zoo (an empty user cache): the volume's name names T2 or FLAIR, and the module
+    moves from the default T1 model to the shipped model reading T2; a T1 volume moves back."""
+    pytest.importorskip("UADContrastiveLib.zoo")
+    monkeypatch.setenv("UADC_CACHE", str(tmp_path))
+    choices = options.model_choices()
+    contrast = options.contrast_from_name(volume)
+    assert options.model_for_contrast(choices, contrast, "contrastive-diffusion-t1") == "contrastive-diffusion-t2"
+    assert options.model_for_contrast(choices, "T1", "contrastive-diffusion-t2") == "contrastive-diffusion-t1"
+
+
 def test_cpu_warning_only_when_running_on_the_cpu():
     no_gpu = [options.DeviceChoice("auto", "Auto"), options.DeviceChoice("cuda", "GPU", enabled=False),
               options.DeviceChoice("cpu", "CPU")]
@@ -167,8 +179,9 @@ def test_shipped_comparison_models_are_marked_in_the_selector_and_warned_about()
     default = cards["contrastive-diffusion-t1"]
     assert options.model_choice(default).label == "contrastive-diffusion-t1 (T1)"
     assert options.model_warning(default) == ""
-    for name, kind in (("mad-ad-t1", "experimental"), ("latent-ddpm-t1", "experimental"), ("ddpm-t1", "ablation")):
-        assert options.model_choice(cards[name]).label == f"{name} (T1; {kind})"
+    for name, kind in (("mad-ad-t1", "experimental"), ("latent-ddpm-t1", "experimental"), ("ddpm-t1", "ablation"),
+                       ("contrastive-diffusion-t2", "experimental")):
+        assert options.model_choice(cards[name]).label == f"{name} ({cards[name]['modality']}; {kind})"
         assert options.model_warning(cards[name]).startswith(f"Not for clinical reading. This model is {kind}: ")
     assert options.model_warning(None) == ""
     assert options.model_choice({"name": "m", "status": "trained for 2 h"}).label == "m"  # a sentence, not a kind

@@ -9,7 +9,11 @@ import pytest
 from UADContrastiveLib.engines import ENGINES, Engine, engine_class
 from UADContrastiveLib.errors import ModelError
 from UADContrastiveLib.postprocess.filtering import PostprocessConfig
-from UADContrastiveLib.preprocess.templates import ModelGrid, template_for_model
+from UADContrastiveLib.preprocess.templates import (
+    ModelGrid,
+    template_for_modality,
+    template_for_model,
+)
 from UADContrastiveLib.resources import SHIPPED_MODELS
 from UADContrastiveLib.zoo import ModelCard, verify_model
 
@@ -22,7 +26,7 @@ def shipped_card(request):
 def test_shipped_cards_read_and_write_back_the_same_content(shipped_card, tmp_path):
     original = json.loads((shipped_card / "model.json").read_text(encoding="utf-8"))
     card = ModelCard.read(shipped_card)
-    assert card.model_grid.matches(ModelGrid()) and card.template == "ixi-head-2mm"
+    assert card.model_grid.matches(ModelGrid()) and card.template == template_for_modality(card.modality)
     assert card.thresholds.min_size_mm3 == 64.0 and card.thresholds.default == "fpr_0.5%"
     copy = tmp_path / shipped_card.name
     shutil.copytree(shipped_card, copy)
@@ -32,6 +36,12 @@ def test_shipped_cards_read_and_write_back_the_same_content(shipped_card, tmp_pa
     assert written.pop("postprocess") == {**PostprocessConfig().to_dict(), **original.pop("postprocess")}
     assert written == original
     assert verify_model(copy).name == card.name
+
+
+def test_shipped_models_fit_the_package(shipped_card):
+    """Each shipped model's files stay small enough for the extension package (25 MB each)."""
+    card = ModelCard.read(shipped_card)
+    assert sum((shipped_card / name).stat().st_size for name in card.files) < 25 * 1024**2, card.name
 
 
 def write_card(folder, **fields):

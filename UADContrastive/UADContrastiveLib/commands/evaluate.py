@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", metavar="DATA", help="run the evaluation protocol on ../shared/data "
                    "(real-shape lesions in held-out IXI heads, WML T1, BraTS T1c, healthy heads) over --models")
     p.add_argument("--models", nargs="*", help="with --protocol: model names or folders "
-                   "(default: every shipped model, all engines side by side)")
+                   "(default: every shipped model reading --modality, all engines side by side)")
     p.add_argument("--modality", default="T1", choices=["T1", "T2"], type=str.upper,
                    help="with --protocol: the T1 sets (default) or the T2 sets (IXI T2 heads with real lesion "
                         "shapes, WML10 T2 and FLAIR, BraTS FLAIR) for T2 models")
@@ -94,7 +94,7 @@ def run(args) -> int:
         def cases_of(detector, cases, dataset):
             return evaluate_cases(detector, cases, dataset, None, args.min_size, progress)
 
-        result = run_protocol(args.models or shipped_model_names(), Path(args.protocol),
+        result = run_protocol(args.models or shipped_model_names(args.modality), Path(args.protocol),
                               check_output_root(Path(args.out_dir)), args.part, cases_of, args.device,
                               log=progress.log, modality=args.modality)
         progress.close()

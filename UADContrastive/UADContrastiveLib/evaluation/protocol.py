@@ -83,11 +83,13 @@ def build_sets(data: Path, sets_dir: Path, log=print, modality: str = "T1") -> d
     return paths
 
 
-def shipped_model_names() -> list[str]:
-    """Every shipped model: the default comparison is all engines side by side."""
+def shipped_model_names(modality: str | None = None) -> list[str]:
+    """Every shipped model reading `modality` (every one when None): the default comparison is
+    all engines of a contrast side by side (a T2 model scored on the T1 sets says nothing)."""
     from ..zoo.registry import list_models
 
-    return [m["name"] for m in list_models() if m["source"] == "shipped"]
+    return [m["name"] for m in list_models() if m["source"] == "shipped"
+            and (modality is None or m["modality"].upper() == modality.upper())]
 
 
 def table_rows(results: dict, training_minutes: dict | None = None, refused: dict | None = None) -> list[dict]:

@@ -54,7 +54,7 @@ def model_dirs() -> list[Path]:
 
 
 def list_models() -> list[dict]:
-    """[{name, path, source, version, engine}] for every readable model card found."""
+    """[{name, path, source, version, engine, modality}] for every readable model card found."""
     found = []
     for source, base in zip(("shipped", "user"), model_dirs()):
         if not base.is_dir():
@@ -65,7 +65,7 @@ def list_models() -> list[dict]:
             except ModelError:
                 continue
             found.append({"name": card.name, "path": folder, "source": source,
-                          "version": card.version, "engine": card.engine})
+                          "version": card.version, "engine": card.engine, "modality": card.modality})
     return found
 
 
