@@ -16,6 +16,7 @@ from UADContrastiveLib.postprocess.filtering import (
     erode_brain,
     filter_anomaly_map,
 )
+from UADContrastiveLib.postprocess.presets import PER_SCAN_FACTOR
 
 
 def two_blobs() -> np.ndarray:
@@ -212,9 +213,11 @@ def test_healthy_fpr_thresholds_hold_for_every_scan_not_only_pooled():
     # the lowest such threshold: just below it the unusual brain exceeds its limit
     values = np.sort(unusual_map[brain] * 1.6)
     assert flagged_fraction(pairs[:1], values[values < every].max(), 0.0, 2.0) > factor * fpr
-    # the product's calibration uses the per-scan limit by default
-    assert healthy_fpr_thresholds(pairs, fprs=(fpr,), spacing=2.0)[fpr] == every == max(
-        pooled, healthy_fpr_thresholds(pairs[:1], fprs=(factor * fpr,), spacing=2.0)[factor * fpr])
+    assert every == max(pooled, healthy_fpr_thresholds(pairs[:1], fprs=(factor * fpr,), spacing=2.0)[factor * fpr])
+    # the product's calibration: no healthy brain over the share
+    product = healthy_fpr_thresholds(pairs, fprs=(fpr,), spacing=2.0)[fpr]
+    assert PER_SCAN_FACTOR == 1.0 and product > every
+    assert max(flagged_fraction([pair], product, 0.0, 2.0) for pair in pairs) <= fpr
 
 
 def test_dice_optimal_threshold_separates_lesion_from_bright_healthy_tissue():

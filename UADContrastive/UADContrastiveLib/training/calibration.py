@@ -204,8 +204,8 @@ def store_thresholds(model_dir: Path, maps_and_brains: list, spacing, min_size: 
     thresholds.notes.update({
         "healthy_scans": names, "scans_from": rule,
         "rule": (f"fraction of healthy brain voxels flagged after filtering and minimum component size "
-                 f"({min_size:g} mm^3): at most the preset's share pooled, and at most {PER_SCAN_FACTOR:g} x it in "
-                 f"any one scan"),
+                 f"({min_size:g} mm^3): at most the preset's share pooled, and at most {PER_SCAN_FACTOR:g} x it "
+                 f"in any one scan (each scan leave-one-out)"),
         "flagged_per_scan_at_default": [round(flagged_fraction([pair], default, min_size, spacing), 5)
                                         for pair in maps_and_brains],
         "calibrated_s": round(time.perf_counter() - start, 1)})
