@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                         "when an input does not look like it (default: the recipe's, else T1)")
     p.add_argument("--stage", default="all", choices=_stage_choices(),
                    help="which stage to run: encoder|diffusion (contrastive_diffusion), autoencoder|denoiser "
-                        "(mad_ad, latent_ddpm; their autoencoder is shared through the recipe's autoencoder_path)")
+                        "(mad_ad, latent_ddpm; they share one autoencoder, trained in its own state folder that "
+                        "their recipes name as autoencoder_state)")
     p.add_argument("--config", default=None, help="YAML/JSON recipe (default: the shipped train_config.yaml)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
                    help="continue from the checkpoints: without STATE those of the last run with this --out "
@@ -155,9 +156,10 @@ def run(args) -> int:
     summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
                               device=args.device or "auto")
     main_process = int(os.environ.get("RANK", "0")) == 0
-    # a run on config['subjects'] (an already built cache) has no cohort to calibrate on
+    # a run on config['subjects'] (an already built cache) has no cohort to calibrate on; a run that
+    # wrote no model folder (a stage before the last, or one stopped before it) has nothing to calibrate
     cohort_listed = not config.get("subjects")
-    if main_process and args.calibrate and cohort_listed and stage in entry(engine).final_stages:
+    if main_process and args.calibrate and cohort_listed and "model_dir" in summary:
         from ..training.calibration import calibrate_on_cohort
 
         summary["thresholds"] = calibrate_on_cohort(Path(args.out), Path(args.data), args.device,
