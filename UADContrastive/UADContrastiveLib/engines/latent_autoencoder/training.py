@@ -48,11 +48,10 @@ def autoencoder_state_dir(config: dict) -> Path | None:
     if not given:
         return None
     path = Path(given).expanduser()
-    if path.is_absolute():
+    if path.is_absolute() or path.is_dir():
         return path
-    for base in (Path.cwd(), SOURCE_CHECKOUT):
-        if (base / path).is_dir():
-            return base / path
+    if (SOURCE_CHECKOUT / path).is_dir():
+        return SOURCE_CHECKOUT / path
     raise InputError(given, f"(the recipe's autoencoder_state) is a folder neither under the current directory "
                      f"nor under the repository root {SOURCE_CHECKOUT}.",
                      f"Train the shared autoencoder there first: uadc train --config {AUTOENCODER_RECIPE} "
@@ -179,14 +178,14 @@ def load_autoencoder(path: Path, device: torch.device) -> FinishedAutoencoder:
     """The finished autoencoder at `path`; InputError saying what to run when it is missing or its
     budget is not spent yet (a denoiser trained on it would be tied to weights that still change)."""
     path = Path(path)
-    resume = (f"uadc train --resume {path.parent} --stage autoencoder --data ... --out ..."
-              if (path.parent / "recipe.yaml").is_file() else "the 'autoencoder' stage with --resume")
     if not path.is_file():
         raise InputError(path, "holds no trained autoencoder: run the 'autoencoder' stage first "
                          "(or name a finished one in the recipe's autoencoder_state or autoencoder_path).")
     state = torch.load(path, map_location=device, weights_only=True)
     summary = dict(state.get("summary", {}))
     if not summary.get("complete", True):
+        resume = (f"uadc train --resume {path.parent} --stage autoencoder --data ... --out ..."
+                  if (path.parent / "recipe.yaml").is_file() else "run the 'autoencoder' stage with --resume.")
         raise InputError(path, f"is an autoencoder stopped after {summary.get('minutes')} minutes "
                          f"({summary.get('steps')} steps), before its budget was spent.",
                          f"Finish it first: {resume}")
