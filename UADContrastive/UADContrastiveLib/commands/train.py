@@ -147,15 +147,24 @@ def run(args) -> int:
     if stage not in entry(engine).stages:
         raise InputError(None, f"--stage {stage} is not a stage of the {engine} engine "
                          f"(its stages: {', '.join(entry(engine).stages)}).")
-    if state_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+    # the outermost folder this run creates for its state, removed again if the run is refused
+    created = next((f for f in reversed([state_dir, *state_dir.parents]) if not f.exists()), None) if state_dir else None
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if state_dir is not None and main_process:
         write_state_recipe(state_dir, {**config, "engine": engine})
     if args.threads:  # this run's machine, not the recipe: kept out of the state's recipe.yaml
         config["threads"] = args.threads
     StopRequest.limit_session(args.session_minutes)
     stop_cleanly_on_signals()
-    summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
-                              device=args.device or "auto")
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
+                                  device=args.device or "auto")
+    except InputError:
+        if created is not None and main_process:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     # a run on config['subjects'] (an already built cache) has no cohort to calibrate on; a run that
     # wrote no model folder (a stage before the last, or one stopped before it) has nothing to calibrate
     cohort_listed = not config.get("subjects")

@@ -30,9 +30,9 @@ from .latents import EncodedSlices, encoded_cohort
 from .training import (
     AUTOENCODER_RECIPE,
     FinishedAutoencoder,
+    autoencoder_finished,
     autoencoder_path,
     autoencoder_state_dir,
-    finished_autoencoder_summary,
     load_autoencoder,
     train_autoencoder,
 )
@@ -79,10 +79,12 @@ def check_recipe(config: dict, stage: str) -> None:
     shared = config.get("autoencoder_state")
     if shared and stage == "autoencoder":
         raise InputError(None, f"this recipe trains a denoiser on the autoencoder of {shared}, which trains "
-                         "under its own recipe.", f"Run: uadc train --resume {shared} --stage autoencoder "
-                         "--data ... --out ... (or --config " + AUTOENCODER_RECIPE + f" --state {shared} the first time).")
-    needed = (("autoencoder",) if stage == "autoencoder" or (stage == "all" and not shared) else ()) + \
-        (("denoiser",) if stage in ("denoiser", "all") else ())
+                         "under its own recipe.",
+                         f"Run: uadc train --resume {shared} --stage autoencoder --data ... --out ... (the first "
+                         f"time: --config {AUTOENCODER_RECIPE} --state {shared} instead of --resume).")
+    needed = ["denoiser"] if stage in ("denoiser", "all") else []
+    if stage == "autoencoder" or (stage == "all" and not shared):
+        needed.insert(0, "autoencoder")
     for key in needed:
         if not isinstance(config.get(key), dict):
             advice = ("This recipe trains only the shared autoencoder: run it with --stage autoencoder."
@@ -102,7 +104,7 @@ def train_latent_engine(config: dict, data_root, out_dir, stage: str, resume: bo
     out_dir = Path(out_dir)
     ae_file = autoencoder_path(config, out_dir)
     train_ae = stage == "autoencoder" or (stage == "all" and autoencoder_state_dir(config) is None
-                                          and finished_autoencoder_summary(ae_file) is None)
+                                          and not autoencoder_finished(ae_file))
     started = time.perf_counter()
     device_ = resolve_device(device)
     if device_.type == "cpu":
@@ -123,7 +125,7 @@ def train_latent_engine(config: dict, data_root, out_dir, stage: str, resume: bo
         autoencoder = load_autoencoder(ae_file, device_)
     elif stage == "all":
         say(f"reusing the finished autoencoder {ae_file} (delete it or run --stage autoencoder to retrain)")
-    say(f"encoding the cohort's slices with {ae_file} (once per autoencoder)")
+    say(f"encoding the cohort's slices with {ae_file} (once per autoencoder and slice cache)")
     train_set, val_set = encoded_cohort(autoencoder, train_ids, val_ids, config,
                                         int(config["denoiser"].get("validation_slices", 256)))
     sub = (lambda f: progress(AUTOENCODER_SHARE + (1 - AUTOENCODER_SHARE) * f)) if progress and stage == "all" else progress

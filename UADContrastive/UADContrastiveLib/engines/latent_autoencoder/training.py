@@ -146,7 +146,8 @@ def train_autoencoder(config: dict, train_ids: list[str], val_ids: list[str], ou
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:STATISTICS_SLICES].numpy()
     measure_latent_statistics(codec, torch.from_numpy(data.images[pick][:, None].copy()).to(device))
     summary = {"steps": result["steps"], "minutes": result["minutes"], "seconds_per_step": result["seconds_per_step"],
-               "complete": result["budget_spent"], "batch_size": batch_size, "final_loss": result["final_loss"], "history": result["history"],
+               "complete": result["budget_spent"], "batch_size": batch_size, "final_loss": result["final_loss"],
+               "history": result["history"],
                "kl_weight": kl_weight, "gradient_weight": gradient_weight,
                "validation_brain_l1": round(brain_l1(codec, val_images.to(device), val_brains.to(device)), 5),
                "validation_slices": len(val_images), "train_subjects": len(train_ids)}
@@ -154,15 +155,11 @@ def train_autoencoder(config: dict, train_ids: list[str], val_ids: list[str], ou
     return codec, summary
 
 
-def finished_autoencoder_summary(path: Path) -> dict | None:
-    """The training summary of the autoencoder file at `path` when its budget was spent, else None
-    (no file, or one written by a run stopped early). Files from before the `complete` flag were
-    only written at the end of their budget."""
+def autoencoder_finished(path: Path) -> bool:
+    """An autoencoder file is at `path` and its budget was spent (not one written by a run stopped
+    early). Files from before the `complete` flag were only written at the end of their budget."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    summary = dict(torch.load(path, map_location="cpu", weights_only=True).get("summary", {}))
-    return summary if summary.get("complete", True) else None
+    return path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("summary", {}).get("complete", True)
 
 
 @dataclass
