@@ -11,6 +11,7 @@ from pathlib import Path
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 SHIPPED_MODELS = RESOURCES / "Models"
 TEMPLATES = RESOURCES / "Templates"
+SOURCE_CHECKOUT = RESOURCES.parent.parent  # the repository root in a source checkout (holds training-state/)
 
 
 def user_cache_dir() -> Path:

@@ -23,7 +23,7 @@ from UADContrastiveLib.engines.mad_ad import training as mad_training
 from UADContrastiveLib.engines.mad_ad.engine import MadAdEngine
 from UADContrastiveLib.engines.mad_ad.masking import draw_patch_size, random_patch_mask
 from UADContrastiveLib.engines.mad_ad.network import build_denoiser
-from UADContrastiveLib.errors import ModelError
+from UADContrastiveLib.errors import InputError, ModelError
 from UADContrastiveLib.training.config import load_config
 
 TINY_AE = {"channels": [8, 8, 16], "latent_channels": 3, "num_res_blocks": 1, "norm_num_groups": 4}
@@ -290,7 +290,7 @@ def test_weights_that_do_not_fit_the_card_are_a_model_error(tmp_path):
 
 def test_denoiser_stage_without_an_autoencoder_says_what_to_run(tmp_path):
     config = tiny_config(tmp_path)
-    with pytest.raises(FileNotFoundError, match="autoencoder' stage first"):
+    with pytest.raises(InputError, match="autoencoder' stage first"):
         ldm_training.train(config, None, tmp_path / "model", "denoiser", device="cpu")
     with pytest.raises(ValueError, match="stage must be"):
         ldm_training.train(config, None, tmp_path / "model", "diffusion", device="cpu")

@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                         "when an input does not look like it (default: the recipe's, else T1)")
     p.add_argument("--stage", default="all", choices=_stage_choices(),
                    help="which stage to run: encoder|diffusion (contrastive_diffusion), autoencoder|denoiser "
-                        "(mad_ad, latent_ddpm; their autoencoder is shared through the recipe's autoencoder_path)")
+                        "(mad_ad, latent_ddpm; they share one autoencoder, trained in its own state folder that "
+                        "their recipes name as autoencoder_state)")
     p.add_argument("--config", default=None, help="YAML/JSON recipe (default: the shipped train_config.yaml)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
                    help="continue from the checkpoints: without STATE those of the last run with this --out "
@@ -146,18 +147,28 @@ def run(args) -> int:
     if stage not in entry(engine).stages:
         raise InputError(None, f"--stage {stage} is not a stage of the {engine} engine "
                          f"(its stages: {', '.join(entry(engine).stages)}).")
-    if state_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+    # the outermost folder this run creates for its state, removed again if the run is refused
+    created = next((f for f in reversed([state_dir, *state_dir.parents]) if not f.exists()), None) if state_dir else None
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if state_dir is not None and main_process:
         write_state_recipe(state_dir, {**config, "engine": engine})
     if args.threads:  # this run's machine, not the recipe: kept out of the state's recipe.yaml
         config["threads"] = args.threads
     StopRequest.limit_session(args.session_minutes)
     stop_cleanly_on_signals()
-    summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
-                              device=args.device or "auto")
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    # a run on config['subjects'] (an already built cache) has no cohort to calibrate on
+    try:
+        summary = trainer(engine)(config, args.data, args.out, stage=stage, resume=bool(args.resume),
+                                  device=args.device or "auto")
+    except InputError:
+        if created is not None and main_process:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    # a run on config['subjects'] (an already built cache) has no cohort to calibrate on; a run that
+    # wrote no model folder (a stage before the last, or one stopped before it) has nothing to calibrate
     cohort_listed = not config.get("subjects")
-    if main_process and args.calibrate and cohort_listed and stage in entry(engine).final_stages:
+    if main_process and args.calibrate and cohort_listed and "model_dir" in summary:
         from ..training.calibration import calibrate_on_cohort
 
         summary["thresholds"] = calibrate_on_cohort(Path(args.out), Path(args.data), args.device,

@@ -21,11 +21,6 @@ class EngineEntry:
     summary: str
     stages: tuple[str, ...] = ("all",)  # `uadc train --stage` values; the last one writes the model folder
 
-    @property
-    def final_stages(self) -> tuple[str, ...]:
-        """Stages after which the model folder exists and can be calibrated."""
-        return tuple(dict.fromkeys(("all", self.stages[-1])))
-
 
 ENGINES: dict[str, EngineEntry] = {
     "contrastive_diffusion": EngineEntry(

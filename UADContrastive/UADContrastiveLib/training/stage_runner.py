@@ -44,12 +44,14 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def done(self) -> bool:
-        if StopRequest.active():
-            return True
+    def spent(self) -> bool:
+        """The recipe's budget is used up (not merely this run stopped early)."""
         if self.max_steps is not None and self.step >= self.max_steps:
             return True
         return self.seconds is not None and self.elapsed >= self.seconds
+
+    def done(self) -> bool:
+        return StopRequest.active() or self.spent()
 
 
 def progress_bar(budget: Budget, label: str, enabled: bool):
@@ -147,7 +149,8 @@ def run_stage(spec: StageSpec, checkpoint: Path, device: torch.device, resume: b
               checkpoint_minutes: float = 5.0, progress: Callable[[float], None] | None = None,
               dist_: Dist | None = None) -> dict:
     """Train `spec` until its budget is spent; returns {steps, minutes, seconds_per_step, final_loss,
-    history}, steps and minutes counted over every run of this checkpoint.
+    history, budget_spent}, steps and minutes counted over every run of this checkpoint;
+    budget_spent is False when the run stopped before the budget (session limit, signal).
 
     With resume=True and an existing checkpoint the run continues from it exactly (same
     batches and noise as an uninterrupted run). Under torchrun (`dist_` enabled) each rank
@@ -236,4 +239,5 @@ def run_stage(spec: StageSpec, checkpoint: Path, device: torch.device, resume: b
     spec.model.eval()
     return {"steps": budget.step, "minutes": round(budget.elapsed / 60, 2),
             "seconds_per_step": round(budget.elapsed / max(1, budget.step), 4),
-            "final_loss": float(np.mean(losses[-50:])) if losses else None, "history": history}
+            "final_loss": float(np.mean(losses[-50:])) if losses else None, "history": history,
+            "budget_spent": budget.spent()}

@@ -7,5 +7,6 @@
   folder      the model folder of a latent engine (weights + card)
   trainer     `uadc train` for a latent engine: autoencoder stage, then the engine's denoiser stage
   denoiser_stage  what the engines' denoiser stages share: network + EMA, the budgeted run, the engine
-Trained once, one autoencoder serves both engines (recipe key `autoencoder_path`).
+Trained once, one autoencoder serves both engines: it trains in a training-state folder of its own
+that both denoiser recipes name (`autoencoder_state`; the 0.1 recipes: the same `autoencoder_path`).
 """

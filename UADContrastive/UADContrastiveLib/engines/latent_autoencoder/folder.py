@@ -10,7 +10,7 @@ from .engine import AUTOENCODER_FILE, DENOISER_FILE, LatentEngine
 
 # recipe keys a latent engine's training reads; the card records these, not the other engines' defaults
 RECIPE_KEYS = ("name", "version", "seed", "threads", "min_slice_fraction", "augmentation", "autoencoder",
-               "autoencoder_path", "denoiser", "inference", "checkpoint_minutes")
+               "autoencoder_path", "autoencoder_state", "denoiser", "inference", "checkpoint_minutes")
 
 
 def write_latent_model_folder(out_dir: Path, engine: LatentEngine, config: dict, cohort: dict, training: dict,

@@ -3,9 +3,10 @@
 Diffusion in the latent is cheap per step (24 x 24 cells), so re-encoding every batch would
 dominate a denoiser stage; instead every slice is encoded once (posterior mean and sd,
 standardised) and both denoiser stages draw batches from this set (the means, or draws from
-the posterior with the recipe's `denoiser.sample_posterior`). The set is stored beside the autoencoder
-(`<autoencoder file>.latents.pt`) with the autoencoder's sha256 and the slice ids it covers;
-a set that does not match is rebuilt.
+the posterior with the recipe's `denoiser.sample_posterior`). The set is stored in the cohort's slice cache
+(`latents/<autoencoder sha256 prefix>.pt`, keyed by the autoencoder's sha256 and the slice ids it
+covers; a set that does not match is rebuilt), not beside the autoencoder: it is as large as the
+cohort and made again in a few minutes, so a training-state folder never carries it.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import torch
 
 from ...training import slice_cache
 from ...training.loop import save_atomic
-from ...zoo.registry import sha256_file
 from .network import LatentCodec, brain_cells
+from .training import FinishedAutoencoder
 
 
 @dataclass
@@ -72,17 +73,23 @@ def _slices(ids: list[str], config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.from_numpy(data.images[:, None].copy()), torch.from_numpy(data.brains[:, None].astype("float32")))
 
 
-def encoded_cohort(codec: LatentCodec, autoencoder_file: Path, train_ids: list[str], val_ids: list[str],
-                   config: dict, validation_slices: int = 256) -> tuple[EncodedSlices, EncodedSlices]:
+def latents_store(autoencoder: FinishedAutoencoder, config: dict) -> Path:
+    """Where the cohort's slices encoded by `autoencoder` are kept: beside the cohort's slices."""
+    return Path(config.get("cache_dir") or slice_cache.default_cache_dir()) / "latents" / f"{autoencoder.sha256[:16]}.pt"
+
+
+def encoded_cohort(autoencoder: FinishedAutoencoder, train_ids: list[str], val_ids: list[str], config: dict,
+                   validation_slices: int = 256) -> tuple[EncodedSlices, EncodedSlices]:
     """(training set, validation subset of `validation_slices` evenly spread slices), encoded;
     read from the stored set when it was made by this autoencoder from the same slices."""
-    store = Path(str(autoencoder_file) + ".latents.pt")
-    key = {"autoencoder_sha256": sha256_file(autoencoder_file), "train": sorted(train_ids), "validation": sorted(val_ids),
+    store = latents_store(autoencoder, config)
+    key = {"autoencoder_sha256": autoencoder.sha256, "train": sorted(train_ids), "validation": sorted(val_ids),
            "min_slice_fraction": float(config["min_slice_fraction"]), "validation_slices": int(validation_slices)}
     if store.is_file():
         state = torch.load(store, map_location="cpu", weights_only=True)
         if state.get("key") == key:
             return EncodedSlices.from_store(state["train"]), EncodedSlices.from_store(state["validation"])
+    codec = autoencoder.codec
     images, brains = _slices(train_ids, config)
     train = encode(codec, images, brains, keep_images=False)
     val_images, val_brains = slice_cache.validation_slices(val_ids, config.get("cache_dir"), int(validation_slices),

@@ -8,31 +8,62 @@ network-free stand-in for the perceptual loss that keeps edges from blurring. In
 augmentation (training.augment) widens the inputs the codec reconstructs faithfully: the
 autoencoder must reproduce anything, lesions included; healing is the denoiser's job.
 
-After training, the per-channel latent statistics are measured on the training slices (see
-`network`) and the codec is written to `autoencoder_final.pt` (state dict + network config +
-summary) at the recipe's `autoencoder_path`, or beside the stage checkpoint. Both latent
-engines' recipes name the same `autoencoder_path`, so the autoencoder is trained once.
+After every run of the stage, the per-channel latent statistics are measured on the training
+slices (see `network`) and the codec is written to `autoencoder_final.pt` (state dict + network
+config + summary, whose `complete` says whether the stage's budget is spent) beside the stage
+checkpoint, or at the recipe's `autoencoder_path`. A run stopped at the end of a working period
+thus leaves an autoencoder to measure, but not one a denoiser may train on.
+
+Both latent engines share one autoencoder. The 0.2 recipes train it in a training-state folder of
+its own (`uadc train --stage autoencoder --state training-state/latent-autoencoder-t1`) and name
+that folder as `autoencoder_state`; the 0.1 recipes name the same `autoencoder_path` instead.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ...errors import InputError
+from ...resources import SOURCE_CHECKOUT
 from ...training import slice_cache
 from ...training.augment import Augment
 from ...training.loop import checkpoint_path, random_batch, save_atomic
 from ...training.stage_runner import StageSpec, run_stage
+from ...zoo.registry import sha256_file
 from .network import DEFAULT_AUTOENCODER, LatentCodec, build_codec, kl_divergence
 
 FINAL_FILE = "autoencoder_final.pt"
 STATISTICS_SLICES = 2048  # slices whose latents give the per-channel mean and sd
+AUTOENCODER_RECIPE = "UADContrastive/Resources/Models/recipes/latent-autoencoder-t1.yaml"
+
+
+def autoencoder_state_dir(config: dict) -> Path | None:
+    """The recipe's `autoencoder_state`: the training-state folder the shared autoencoder trains
+    in. A relative folder is looked up from the current directory, then from the repository root
+    (the folder holding training-state/), so a recipe names it the same on every machine."""
+    given = config.get("autoencoder_state")
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    if path.is_absolute() or path.is_dir():
+        return path
+    if (SOURCE_CHECKOUT / path).is_dir():
+        return SOURCE_CHECKOUT / path
+    raise InputError(given, f"(the recipe's autoencoder_state) is a folder neither under the current directory "
+                     f"nor under the repository root {SOURCE_CHECKOUT}.",
+                     f"Train the shared autoencoder there first: uadc train --config {AUTOENCODER_RECIPE} "
+                     f"--stage autoencoder --state {given} --data ... --out ...")
 
 
 def autoencoder_path(config: dict, out_dir: Path) -> Path:
-    """Where the finished autoencoder is (or will be): the recipe's `autoencoder_path`, else
-    beside this run's checkpoints."""
+    """Where the finished autoencoder is (or will be): in the recipe's `autoencoder_state` folder,
+    else at its `autoencoder_path`, else beside this run's checkpoints."""
+    state = autoencoder_state_dir(config)
+    if state is not None:
+        return state / FINAL_FILE
     given = config.get("autoencoder_path")
     return Path(given).expanduser() if given else checkpoint_path(config, out_dir, "autoencoder").with_name(FINAL_FILE)
 
@@ -115,7 +146,8 @@ def train_autoencoder(config: dict, train_ids: list[str], val_ids: list[str], ou
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:STATISTICS_SLICES].numpy()
     measure_latent_statistics(codec, torch.from_numpy(data.images[pick][:, None].copy()).to(device))
     summary = {"steps": result["steps"], "minutes": result["minutes"], "seconds_per_step": result["seconds_per_step"],
-               "batch_size": batch_size, "final_loss": result["final_loss"], "history": result["history"],
+               "complete": result["budget_spent"], "batch_size": batch_size, "final_loss": result["final_loss"],
+               "history": result["history"],
                "kl_weight": kl_weight, "gradient_weight": gradient_weight,
                "validation_brain_l1": round(brain_l1(codec, val_images.to(device), val_brains.to(device)), 5),
                "validation_slices": len(val_images), "train_subjects": len(train_ids)}
@@ -123,13 +155,37 @@ def train_autoencoder(config: dict, train_ids: list[str], val_ids: list[str], ou
     return codec, summary
 
 
-def load_autoencoder(path: Path, device: torch.device) -> tuple[LatentCodec, dict, dict]:
-    """(codec, network config, training summary) of a finished autoencoder_final.pt."""
+def autoencoder_finished(path: Path) -> bool:
+    """An autoencoder file is at `path` and its budget was spent (not one written by a run stopped
+    early). Files from before the `complete` flag were only written at the end of their budget."""
+    path = Path(path)
+    return path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("summary", {}).get("complete", True)
+
+
+@dataclass
+class FinishedAutoencoder:
+    codec: LatentCodec
+    network: dict    # its network config (the card's network.autoencoder)
+    summary: dict    # its training figures
+    file: Path
+    sha256: str      # what the encoded latents and every denoiser checkpoint are tied to
+
+
+def load_autoencoder(path: Path, device: torch.device) -> FinishedAutoencoder:
+    """The finished autoencoder at `path`; InputError saying what to run when it is missing or its
+    budget is not spent yet (a denoiser trained on it would be tied to weights that still change)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no trained autoencoder at {path}: run the 'autoencoder' stage first "
-                                "(or set autoencoder_path in the recipe to a finished one)")
+        raise InputError(path, "holds no trained autoencoder: run the 'autoencoder' stage first "
+                         "(or name a finished one in the recipe's autoencoder_state or autoencoder_path).")
     state = torch.load(path, map_location=device, weights_only=True)
+    summary = dict(state.get("summary", {}))
+    if not summary.get("complete", True):
+        resume = (f"uadc train --resume {path.parent} --stage autoencoder --data ... --out ..."
+                  if (path.parent / "recipe.yaml").is_file() else "run the 'autoencoder' stage with --resume.")
+        raise InputError(path, f"is an autoencoder stopped after {summary.get('minutes')} minutes "
+                         f"({summary.get('steps')} steps), before its budget was spent.",
+                         f"Finish it first: {resume}")
     codec = build_codec(state["network"]).to(device)
     codec.load_state_dict(state["model"])
-    return codec.eval(), dict(state["network"]), dict(state.get("summary", {}))
+    return FinishedAutoencoder(codec.eval(), dict(state["network"]), summary, path, sha256_file(path))

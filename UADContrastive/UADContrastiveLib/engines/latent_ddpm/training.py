@@ -63,8 +63,8 @@ def healthy_change_threshold(engine: LatentDdpmEngine, val_set, quantile: float,
     return float(torch.quantile(values[:1_000_000], quantile))
 
 
-def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    setup = prepare_denoiser(config, codec, autoencoder_network, LatentDdpmEngine, DEFAULT_DENOISER,
+def denoiser_stage(config, autoencoder, train_set, val_set, out_dir: Path, resume, device, progress):
+    setup = prepare_denoiser(config, autoencoder, LatentDdpmEngine, DEFAULT_DENOISER,
                              2, device)
 
     def loss() -> torch.Tensor:
@@ -75,7 +75,7 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
         return validate(setup.ema, val_set, setup.scheduler, device)
 
     summary = run_denoiser(setup, "latent_ddpm_denoiser", loss, check, config, out_dir, resume, device, progress)
-    engine = trained_engine(setup, codec, config, device)
+    engine = trained_engine(setup, config, device)
     quantile = float(engine.inference["change_quantile"])
     engine.inference["change_threshold"] = round(healthy_change_threshold(engine, val_set, quantile), 5)
     summary.update({**check(), "change_threshold": {

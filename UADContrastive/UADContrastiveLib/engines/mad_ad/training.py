@@ -70,8 +70,8 @@ def validate(denoiser, val_set, scheduler, max_ratio: float, device, batch_size:
             "val_mask_accuracy": round(correct / max(cells, 1.0), 4)}
 
 
-def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_dir: Path, resume, device, progress):
-    setup = prepare_denoiser(config, codec, autoencoder_network, MadAdEngine, DEFAULT_DENOISER,
+def denoiser_stage(config, autoencoder, train_set, val_set, out_dir: Path, resume, device, progress):
+    setup = prepare_denoiser(config, autoencoder, MadAdEngine, DEFAULT_DENOISER,
                              1, device)
     max_ratio = float(setup.cfg.get("max_mask_ratio", 0.4))
     weight = float(setup.cfg.get("mask_loss_weight", 0.5))
@@ -86,7 +86,7 @@ def denoiser_stage(config, codec, autoencoder_network, train_set, val_set, out_d
 
     summary = run_denoiser(setup, "mad_ad_denoiser", loss, check, config, out_dir, resume, device, progress)
     summary.update({"max_mask_ratio": max_ratio, "mask_loss_weight": weight, **check()})
-    return trained_engine(setup, codec, config, device), summary
+    return trained_engine(setup, config, device), summary
 
 
 def train(config: dict, data_root, out_dir, stage: str = "all", resume: bool = False, device: str = "auto",
