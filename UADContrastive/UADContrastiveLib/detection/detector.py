@@ -86,7 +86,7 @@ def widespread_flagging_warning(mask, brain) -> str | None:
     share = np.count_nonzero(np.logical_and(mask, brain)) / inside if inside else 0.0
     if share <= WIDESPREAD_FLAGGED_SHARE:
         return None
-    return (f"{100 * share:.0f} % of the brain is flagged (a healthy scan: about 0.5 %): this scan differs from the "
+    return (f"{100 * share:.0f} % of the brain is flagged (a healthy scan: at most 0.5 %): this scan differs from the "
             "model's healthy training scans as a whole (scanner, protocol, contrast or resolution), so the flagged "
             "regions are not reliable findings. Such a scan needs a model trained on healthy scans like it "
             "(README: Training on your own healthy scans).")

@@ -175,7 +175,7 @@ class ModelCard:
         """(value, how it was chosen) of the card's default threshold."""
         key = self.thresholds.default
         if key and key in self.thresholds.values:
-            return float(self.thresholds.values[key]), f"calibrated: {key} of healthy brain voxels flagged"
+            return float(self.thresholds.values[key]), f"calibrated on healthy brains: {key}"
         raise ModelError(self.path, "has no calibrated threshold (field 'thresholds').",
                          "Run `uadc calibrate --model ... --healthy DIR`, or pass --threshold VALUE.")
 
