@@ -79,13 +79,14 @@ def healthy_fpr_thresholds(maps_and_brains: Sequence[tuple[np.ndarray, np.ndarra
                 else:
                     low = middle
         thresholds[float(fpr)] = float(values[high])
-    if per_scan_factor and len(pairs) > 1:
-        for fpr in thresholds:
-            own_share = per_scan_factor * fpr
-            if own_share < 1:
-                own = [healthy_fpr_thresholds([pair], (own_share,), min_size_mm3, spacing, connectivity,
-                                              per_scan_factor=None)[own_share] for pair in pairs]
-                thresholds[fpr] = max(thresholds[fpr], *own)
+    own_shares = {fpr: per_scan_factor * fpr for fpr in thresholds if per_scan_factor and per_scan_factor * fpr < 1}
+    if own_shares and len(pairs) > 1:
+        # every preset of one scan in one call: its values are sorted and its components labelled once
+        for pair in pairs:
+            own = healthy_fpr_thresholds([pair], tuple(own_shares.values()), min_size_mm3, spacing, connectivity,
+                                         per_scan_factor=None)
+            for fpr, share in own_shares.items():
+                thresholds[fpr] = max(thresholds[fpr], own[share])
     return thresholds
 
 
