@@ -103,16 +103,18 @@ def rebuild_commands(recipe: Path) -> list[str]:
     return commands
 
 
-def ship(source: Path, table: dict, recipe: Path, status: str | None = None, details: str | None = None,
+def ship(source: Path, table: dict, recipe: Path | None = None, status: str | None = None, details: str | None = None,
          zoo: Path = SHIPPED_MODELS) -> ModelCard:
     """Copy the verified model folder `source` into `zoo`/<name> with the shipped card's additions;
     the folder there is replaced whole once the new one is complete and verified."""
     card = verify_model(source)
     block = tuning_block(table, card)
     card.evaluation = {**card.evaluation, **({"details": details} if details else {}), "tuning": block}
-    recipe = Path(recipe).resolve()
-    named = recipe.relative_to(RESOURCES.parent).as_posix() if recipe.is_relative_to(RESOURCES.parent) else str(recipe)
-    card.extra["rebuild"] = {"recipe": named, "commands": rebuild_commands(recipe)}
+    if recipe is not None:  # an engine without a recipe file (the z-score atlas) keeps the card's own
+        recipe = Path(recipe).resolve()
+        named = (recipe.relative_to(RESOURCES.parent).as_posix() if recipe.is_relative_to(RESOURCES.parent)
+                 else str(recipe))
+        card.extra["rebuild"] = {"recipe": named, "commands": rebuild_commands(recipe)}
     status = status or experimental_status(block, card)
     if status:
         card.extra["status"] = status
@@ -140,7 +142,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m UADContrastiveLib.zoo.ship", description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path, help="a trained, calibrated model folder")
     parser.add_argument("--tuning", type=Path, required=True, help="table.json of `uadc evaluate --part tuning`")
-    parser.add_argument("--recipe", type=Path, required=True, help="the recipe that trained it (its header: the commands)")
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="the recipe that trained it (its header: the commands); without it the card's "
+                             "`rebuild` stays as it is")
     parser.add_argument("--status", default=None, help="the card's status line (default: experimental when the "
                         "model fails the shipping rule, none when it ships)")
     parser.add_argument("--details", default=None, help="the docs page with the full evaluation")
