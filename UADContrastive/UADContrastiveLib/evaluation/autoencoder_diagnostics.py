@@ -16,13 +16,13 @@ Deterministic (posterior means, no sampling). Only the tuning part is read.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .diffusion_diagnostics import print_and_save
 from .tuning import GridCase, tuning_cases
 
 BATCH = 32
@@ -86,11 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    result = diagnose(args.autoencoder, args.data, log=lambda m: print(m, flush=True))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    print_and_save(diagnose(args.autoencoder, args.data, log=lambda m: print(m, flush=True)), args.out)
     return 0
 
 

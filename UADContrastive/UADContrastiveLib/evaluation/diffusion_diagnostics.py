@@ -113,12 +113,16 @@ def main(argv=None) -> int:
     parser.add_argument("--timesteps", type=int, nargs="*", default=list(TIMESTEPS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    result = diagnose(args.model, args.data, args.timesteps, log=lambda m: print(m, flush=True))
+    print_and_save(diagnose(args.model, args.data, args.timesteps, log=lambda m: print(m, flush=True)), args.out)
+    return 0
+
+
+def print_and_save(result: dict, out: Path | None) -> None:
+    """The diagnostics' JSON on stdout and, with --out, in that file."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    return 0
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
